@@ -1,0 +1,1 @@
+"""douyin-ingest: Douyin share links -> normalized PostgreSQL tables."""
