@@ -1,0 +1,88 @@
+"""Settings: built once at the edge (the CLI) from options and environment, then passed down.
+
+Nothing here runs at import time and there is no module-level settings object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+
+ApiStyle = Literal["seed", "amagi"]
+LogFormat = Literal["text", "json"]
+
+APP_NAME = "douyin-ingest"
+
+
+class Secret:
+    """A string that never shows itself in repr/str, so it cannot leak through logs or errors."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def default_data_dir() -> Path:
+    """Per-user directory holding the embedded database (override with INGEST_DATA_DIR)."""
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    api_base: str = "http://127.0.0.1:8000"
+    api_style: ApiStyle = "seed"
+    api_token: Secret | None = None
+    rate: float = 5.0
+    concurrency: int = 8
+    timeout_s: float = 20.0
+    retries: int = 4
+    resolve_base: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: Secret | None = None
+    data_dir: Path = field(default_factory=default_data_dir)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    batch_size: int = 200
+    batch_seconds: float = 2.0
+    force: bool = False
+    dry_run: bool = False
+    progress: bool = False
+    log_format: LogFormat = "text"
+    verbosity: int = 0
+
+    def public_options(self) -> dict[str, object]:
+        """Options worth recording on a run, with every secret left out."""
+        f = self.fetch
+        return {
+            "api_base": f.api_base,
+            "api_style": f.api_style,
+            "api_token_set": f.api_token is not None,
+            "rate": f.rate,
+            "concurrency": f.concurrency,
+            "timeout_s": f.timeout_s,
+            "retries": f.retries,
+            "batch_size": self.batch_size,
+            "force": self.force,
+            "dry_run": self.dry_run,
+            "embedded_database": self.database_url is None,
+        }
