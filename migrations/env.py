@@ -4,12 +4,13 @@ the embedded default, in that order (the same rules as the `ingest` command)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from logging.config import fileConfig
+from pathlib import Path
 
 from alembic import context
 from sqlalchemy import Connection
 
+import pipeline.db.tracking  # noqa: F401  (registers the bookkeeping tables)
 from pipeline.config import default_data_dir
 from pipeline.db.engine import embedded_url, make_db_engine
 from pipeline.db.models import Base

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
+from pipeline.config import Settings
+from pipeline.db.migrate import require_current, upgrade
 from pipeline.errors import DatabaseError, UsageError
 
 log = logging.getLogger(__name__)
@@ -71,3 +74,42 @@ def make_db_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("connect_args", {"application_name": f"douyin-ingest[{os.getpid()}]"})
     return create_engine(normalize_url(url), **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    engine: Engine
+    embedded: bool
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.engine.url.render_as_string(hide_password=False))
+
+
+def _connect_error(exc: Exception, secret: str | None) -> DatabaseError:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    if secret:
+        reason = reason.replace(secret, "***")
+    return DatabaseError(f"cannot connect to the database: {reason}")
+
+
+def open_database(
+    settings: Settings, *, migrate_embedded: bool = True, require_schema: bool = True
+) -> Database:
+    """The engine the job writes to: the embedded default (migrated automatically), or the
+    given URL (checked: never migrated silently)."""
+    if settings.database_url is None:
+        engine = make_db_engine(embedded_url(settings.data_dir))
+        if migrate_embedded:
+            upgrade(engine)
+        return Database(engine, embedded=True)
+    engine = make_db_engine(settings.database_url.reveal())
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        engine.dispose()
+        raise _connect_error(exc, engine.url.password) from None
+    if require_schema:
+        require_current(engine)
+    return Database(engine, embedded=False)

@@ -116,9 +116,7 @@ class Music(Base):
 class Work(Base):
     __tablename__ = "works"
     __table_args__ = (
-        CheckConstraint(
-            "kind IN ('video', 'image_album', 'article', 'other')", name="kind_known"
-        ),
+        CheckConstraint("kind IN ('video', 'image_album', 'article', 'other')", name="kind_known"),
         {"comment": "One row per Douyin work (video, image album or article), keyed by aweme_id."},
     )
 
@@ -204,7 +202,9 @@ class WorkStat(Base):
     play_count: Mapped[int | None] = mapped_column(
         comment="Plays; always 0 on the web API, so 0 does not mean unplayed."
     )
-    admire_count: Mapped[int | None] = mapped_column(comment=_COUNT_COMMENT.format("Admires (赞赏)"))
+    admire_count: Mapped[int | None] = mapped_column(
+        comment=_COUNT_COMMENT.format("Admires (赞赏)")
+    )
 
 
 class Hashtag(Base):
@@ -227,7 +227,9 @@ class WorkHashtag(Base):
     __table_args__ = {"comment": "One row per hashtag used in a work's description."}
 
     aweme_id: Mapped[int] = mapped_column(
-        ForeignKey("works.aweme_id", ondelete="CASCADE"), primary_key=True, comment="works.aweme_id."
+        ForeignKey("works.aweme_id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="works.aweme_id.",
     )
     hashtag_name: Mapped[str] = mapped_column(
         ForeignKey("hashtags.name"), primary_key=True, index=True, comment="hashtags.name."
@@ -248,7 +250,9 @@ class WorkMention(Base):
     __table_args__ = {"comment": "One row per @mention in a work's description."}
 
     aweme_id: Mapped[int] = mapped_column(
-        ForeignKey("works.aweme_id", ondelete="CASCADE"), primary_key=True, comment="works.aweme_id."
+        ForeignKey("works.aweme_id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="works.aweme_id.",
     )
     position: Mapped[int] = mapped_column(
         Integer, primary_key=True, comment="0-based order of the mention in the description."
@@ -271,7 +275,9 @@ class WorkImage(Base):
     __table_args__ = {"comment": "One row per image of an image album, in display order."}
 
     aweme_id: Mapped[int] = mapped_column(
-        ForeignKey("works.aweme_id", ondelete="CASCADE"), primary_key=True, comment="works.aweme_id."
+        ForeignKey("works.aweme_id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="works.aweme_id.",
     )
     position: Mapped[int] = mapped_column(
         Integer, primary_key=True, comment="0-based position of the image in the album."

@@ -1,0 +1,151 @@
+"""Shared `ingest` options, and the one place options become Settings."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pipeline.config import FetchSettings, Secret, Settings, default_data_dir
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+database_options = _compose(
+    click.option(
+        "--database-url",
+        envvar="DATABASE_URL",
+        metavar="URL",
+        help="PostgreSQL URL. Default: the embedded database in --data-dir.",
+    ),
+    click.option(
+        "--data-dir",
+        envvar="INGEST_DATA_DIR",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=default_data_dir,
+        show_default="per-user data directory",
+        help="Where the embedded database keeps its files.",
+    ),
+)
+
+output_options = _compose(
+    click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Show a progress bar. Default: on when stderr is a terminal.",
+    ),
+    click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        envvar="INGEST_LOG_FORMAT",
+        show_default=True,
+        help="Log line format on stderr.",
+    ),
+    click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors."),
+    click.option("-v", "--verbose", count=True, help="More detail (-vv for every request)."),
+)
+
+fetch_options = _compose(
+    click.option(
+        "--api-base",
+        envvar="DOUYIN_API_BASE",
+        default="http://127.0.0.1:8000",
+        show_default=True,
+        help="Base URL of the parsing service.",
+    ),
+    click.option(
+        "--api-style",
+        type=click.Choice(["seed", "amagi"]),
+        envvar="DOUYIN_API_STYLE",
+        default="seed",
+        show_default=True,
+        help=(
+            "seed: GET /douyin/fetch_one_work?url=…; "
+            "amagi: GET /api/douyin/fetch_one_work?aweme_id=…."
+        ),
+    ),
+    click.option(
+        "--api-token",
+        envvar="DOUYIN_API_TOKEN",
+        metavar="TOKEN",
+        help="Bearer token for the service (prefer the env var; never printed or stored).",
+    ),
+    click.option(
+        "--rate",
+        type=click.FloatRange(min=0.01),
+        default=5.0,
+        show_default=True,
+        help="Requests per second across the whole run (fractions allowed, e.g. 0.5).",
+    ),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, 256),
+        default=8,
+        show_default=True,
+        help="Requests in flight at most.",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=20.0,
+        show_default=True,
+        help="Seconds before one request is abandoned (then retried).",
+    ),
+    click.option(
+        "--retries",
+        type=click.IntRange(0, 20),
+        default=4,
+        show_default=True,
+        help="Retries per link for temporary failures (5xx, timeouts, 429).",
+    ),
+    click.option(
+        "--resolve-base",
+        envvar="DOUYIN_RESOLVE_BASE",
+        metavar="URL",
+        help=(
+            "amagi style: send short-link lookups here instead of https://v.douyin.com "
+            "(a proxy or a test server)."
+        ),
+    ),
+)
+
+
+def build_settings(params: dict[str, Any], **extra: Any) -> Settings:
+    """The one place options become Settings."""
+    token = params.get("api_token")
+    url = params.get("database_url")
+    fetch = FetchSettings(
+        api_base=str(params.get("api_base") or FetchSettings.api_base).rstrip("/"),
+        api_style=params.get("api_style") or "seed",
+        api_token=Secret(token) if token else None,
+        rate=float(params.get("rate") or FetchSettings.rate),
+        concurrency=int(params.get("concurrency") or FetchSettings.concurrency),
+        timeout_s=float(params.get("timeout") or FetchSettings.timeout_s),
+        retries=int(params["retries"]) if params.get("retries") is not None else 4,
+        resolve_base=(params.get("resolve_base") or None),
+    )
+    progress = params.get("progress")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    return Settings(
+        database_url=Secret(url) if url else None,
+        data_dir=params.get("data_dir") or default_data_dir(),
+        fetch=fetch,
+        progress=bool(progress) and not params.get("quiet"),
+        log_format=params.get("log_format") or "text",
+        verbosity=-1 if params.get("quiet") else int(params.get("verbose") or 0),
+        **extra,
+    )

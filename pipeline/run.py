@@ -1,0 +1,365 @@
+"""The orchestrator: the only place that knows the order of the stages and commits.
+
+    read inputs ──► fetch (N workers, one rate limiter) ──► flatten ──► batch writer ──► commit
+
+Stages are joined by bounded queues, so memory stays flat whatever the input size, and the
+database work runs in a thread so fetching never waits on it. Each batch is one transaction:
+the works it loads and the outcome of every link in it commit together, so a run killed at any
+point has lost nothing it reported, and re-running the same command finishes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import BinaryIO, Protocol
+
+from sqlalchemy import Engine
+
+from pipeline.config import Settings
+from pipeline.db.load import LoadResult, load_works
+from pipeline.db.runs import (
+    LinkRecord,
+    finish_run,
+    known_links,
+    record_links,
+    save_progress,
+    start_run,
+)
+from pipeline.flatten import FlatWork, NotAWork, flatten
+from pipeline.inputs import Deduplicator, ShareLink, iter_input_lines
+from pipeline.upstream.client import UpstreamClient
+from pipeline.upstream.outcomes import FetchResult, Outcome
+
+log = logging.getLogger(__name__)
+
+_KNOWN_CHECK_CHUNK = 500
+
+
+class Reporter(Protocol):
+    """Where progress goes: a progress bar on a terminal, log lines otherwise."""
+
+    def update(self, counts: Counter[str]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InputSource:
+    name: str
+    stream: BinaryIO
+
+
+@dataclass(slots=True)
+class RunSummary:
+    run_id: int | None
+    status: str
+    counts: Counter[str] = field(default_factory=Counter)
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """What a fetch worker hands the writer: one link's outcome and, when loaded, its rows."""
+
+    record: LinkRecord
+    work: FlatWork | None
+    temporary: bool = False
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _source_of(name: str, line_no: int) -> str:
+    return f"{name}:{line_no}"
+
+
+def _invalid_key(text: str) -> str:
+    import hashlib
+
+    return "invalid:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datetime) -> _Done:
+    """Map one fetch result to the link's recorded fate (and the rows to load, if any)."""
+    aweme_id = result.aweme_id if result.aweme_id is not None else link.aweme_id
+
+    def done(
+        outcome: str, reason: str | None, work: FlatWork | None = None, temp: bool = False
+    ) -> _Done:
+        key = f"aweme:{aweme_id}" if link.aweme_id is not None else link.key
+        return _Done(
+            LinkRecord(key, link.url, aweme_id, outcome, reason, result.attempts, source),
+            work,
+            temp,
+        )
+
+    if result.outcome is Outcome.OK and result.aweme_detail is not None:
+        try:
+            work = flatten(result.aweme_detail, now)
+        except NotAWork as exc:
+            return done("failed", f"upstream payload is not a work: {exc}")
+        aweme_id = work.work.aweme_id
+        return done("loaded", None, work)
+    if result.outcome is Outcome.GONE:
+        return done("gone", result.reason or "gone")
+    if result.outcome is Outcome.INVALID:
+        return done("invalid", result.reason or "invalid")
+    return done("failed", result.reason or result.outcome.value, temp=True)
+
+
+class IngestJob:
+    """One `ingest FILE…` run. Create, then `await job.run(sources)`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        reporter: Reporter,
+        *,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.reporter = reporter
+        self.now = now
+        self.counts: Counter[str] = Counter()
+        self.run_id: int | None = None
+        self._stop = asyncio.Event()
+        self._stop_reason: str | None = None
+        self._status_override: str | None = None
+        concurrency = settings.fetch.concurrency
+        self._fetch_q: asyncio.Queue[tuple[ShareLink, str] | None] = asyncio.Queue(concurrency * 4)
+        self._write_q: asyncio.Queue[_Done | None] = asyncio.Queue(settings.batch_size * 2)
+
+    # -- control -----------------------------------------------------------------------------
+
+    def request_stop(self, reason: str, status: str) -> None:
+        if not self._stop.is_set():
+            self._stop_reason, self._status_override = reason, status
+            self._stop.set()
+
+    # -- stages ------------------------------------------------------------------------------
+
+    async def _produce(self, sources: Sequence[InputSource]) -> None:
+        dedup = Deduplicator()
+        pending: list[tuple[ShareLink, str]] = []
+        for source in sources:
+            reader = iter_input_lines(source.stream, source.name)
+            for line in reader:
+                if self._stop.is_set():
+                    return
+                self.counts["lines"] += 1
+                where = _source_of(line.source, line.line_no)
+                for rejection in line.rejections:
+                    self.counts["links"] += 1
+                    record = LinkRecord(
+                        _invalid_key(rejection.text),
+                        rejection.text or "(empty)",
+                        None,
+                        "invalid",
+                        rejection.reason,
+                        0,
+                        where,
+                    )
+                    await self._write_q.put(_Done(record, None))
+                for link in line.links:
+                    self.counts["links"] += 1
+                    if dedup.seen(link):
+                        self.counts["duplicate"] += 1
+                        continue
+                    pending.append((link, where))
+                if len(pending) >= _KNOWN_CHECK_CHUNK:
+                    await self._dispatch(pending)
+                    pending = []
+                if self.counts["lines"] % 1000 == 0:
+                    await asyncio.sleep(0)  # let workers and the writer run on huge inputs
+            self.counts["skipped_blank"] += getattr(reader, "skipped", 0)
+        await self._dispatch(pending)
+
+    async def _dispatch(self, pending: list[tuple[ShareLink, str]]) -> None:
+        if not pending:
+            return
+        if self.settings.force:
+            known: set[str] = set()
+        else:
+            keys = [link.key for link, _ in pending]
+            ids = [link.aweme_id for link, _ in pending if link.aweme_id is not None]
+            known = await asyncio.to_thread(self._known, keys, ids)
+        for link, where in pending:
+            if link.key in known:
+                self.counts["skipped_known"] += 1
+                continue
+            await self._fetch_q.put((link, where))
+
+    def _known(self, keys: list[str], ids: list[int]) -> set[str]:
+        with self.engine.connect() as conn:
+            return known_links(conn, keys, ids)
+
+    async def _fetch_worker(self, client: UpstreamClient) -> None:
+        while (item := await self._fetch_q.get()) is not None:
+            link, where = item
+            result = await client.fetch(link)
+            if result.outcome is Outcome.OPERATOR:
+                # Nothing is recorded for this link: it stays pending and the next run retries.
+                self.request_stop(result.reason, "operator_error")
+                continue
+            await self._write_q.put(outcome_record(link, where, result, self.now()))
+
+    async def _write(self) -> None:
+        batch: list[_Done] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.batch_seconds
+        while True:
+            timeout = max(0.0, deadline - loop.time())
+            try:
+                item = await asyncio.wait_for(self._write_q.get(), timeout)
+            except TimeoutError:
+                pass  # time to flush whatever the batch holds
+            else:
+                if item is None:
+                    await self._flush(batch)
+                    return
+                batch.append(item)
+            if len(batch) >= self.settings.batch_size or loop.time() >= deadline:
+                await self._flush(batch)
+                batch = []
+                deadline = loop.time() + self.settings.batch_seconds
+
+    async def _flush(self, batch: list[_Done]) -> None:
+        if not batch:
+            return
+        works = [d.work for d in batch if d.work is not None]
+        records = [d.record for d in batch]
+        counts = self.counts.copy()
+        for d in batch:
+            counts[d.record.outcome] += 1
+            if d.temporary:
+                counts["failed_temporary"] += 1
+        result = await asyncio.to_thread(self._commit, works, records, counts)
+        # Counts move only after the commit: what is reported is what is stored.
+        for d in batch:
+            self.counts[d.record.outcome] += 1
+            if d.temporary:
+                self.counts["failed_temporary"] += 1
+        self.counts["works_new"] += result.works_inserted
+        self.counts["works_updated"] += result.works_updated
+        self.counts["snapshots_added"] += result.snapshots_added
+        self.reporter.update(self.counts)
+
+    def _commit(
+        self, works: list[FlatWork], records: list[LinkRecord], counts: Counter[str]
+    ) -> LoadResult:
+        assert self.run_id is not None
+        with self.engine.begin() as conn:
+            result = load_works(conn, works)
+            record_links(conn, self.run_id, records)
+            save_progress(conn, self.run_id, counts)
+        return result
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def run(self, sources: Sequence[InputSource]) -> RunSummary:
+        self.run_id = await asyncio.to_thread(self._start)
+        loop = asyncio.get_running_loop()
+        self._install_signal_handlers(loop)
+        f = self.settings.fetch
+        try:
+            async with UpstreamClient(
+                f.api_base,
+                f.api_style,
+                token=f.api_token.reveal() if f.api_token else None,
+                rate=f.rate,
+                concurrency=f.concurrency,
+                timeout_s=f.timeout_s,
+                retries=f.retries,
+                resolve_base=f.resolve_base,
+            ) as client:
+                writer = asyncio.create_task(self._write())
+                workers = [
+                    asyncio.create_task(self._fetch_worker(client)) for _ in range(f.concurrency)
+                ]
+                producer = asyncio.create_task(self._produce(sources))
+                stopper = asyncio.create_task(self._stop.wait())
+                await asyncio.wait({producer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if producer.done():
+                    producer.result()  # re-raise input errors
+                    for _ in workers:
+                        await _put_or_stop(self._fetch_q, None, self._stop)
+                    await asyncio.wait(
+                        {asyncio.gather(*workers), stopper}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                for task in (producer, *workers):
+                    task.cancel()
+                await asyncio.gather(producer, *workers, return_exceptions=True)
+                stopper.cancel()
+                await self._write_q.put(None)
+                await writer
+        finally:
+            self._remove_signal_handlers(loop)
+        status = self._final_status()
+        await asyncio.to_thread(self._finish, status)
+        return RunSummary(self.run_id, status, self.counts.copy(), self._stop_reason)
+
+    def _final_status(self) -> str:
+        if self._status_override:
+            return self._status_override
+        if self.counts["failed"] or self.counts["invalid"]:
+            return "partial"
+        return "succeeded"
+
+    def _start(self) -> int:
+        with self.engine.begin() as conn:
+            return start_run(conn, "ingest", self.settings.public_options())
+
+    def _finish(self, status: str) -> None:
+        assert self.run_id is not None
+        with self.engine.begin() as conn:
+            finish_run(conn, self.run_id, status, self.counts, self._stop_reason)
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        def on_signal(signame: str) -> None:
+            if self._stop.is_set():
+                log.warning("second %s: leaving now; committed batches are kept", signame)
+                raise SystemExit(130)
+            log.warning("%s received: finishing the current batch, then stopping", signame)
+            self.request_stop(f"interrupted by {signame}", "interrupted")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal, sig.name)
+
+    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def _put_or_stop(
+    queue: asyncio.Queue[tuple[ShareLink, str] | None],
+    item: None,
+    stop: asyncio.Event,
+) -> None:
+    if not stop.is_set():
+        await queue.put(item)
+
+
+def dry_run_counts(sources: Iterable[InputSource]) -> Counter[str]:
+    """Parse and count only: no database, no network."""
+    counts: Counter[str] = Counter()
+    dedup = Deduplicator()
+    for source in sources:
+        reader = iter_input_lines(source.stream, source.name)
+        for line in reader:
+            counts["lines"] += 1
+            counts["invalid"] += len(line.rejections)
+            counts["links"] += len(line.rejections) + len(line.links)
+            for link in line.links:
+                counts["duplicate" if dedup.seen(link) else "to_fetch"] += 1
+        counts["skipped_blank"] += getattr(reader, "skipped", 0)
+    return counts
