@@ -28,7 +28,13 @@ from rich.console import Console
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 
 from pipeline import __version__, cli_db
-from pipeline.cli_options import build_settings, database_options, fetch_options, output_options
+from pipeline.cli_options import (
+    Duration,
+    build_settings,
+    database_options,
+    fetch_options,
+    output_options,
+)
 from pipeline.config import Settings
 from pipeline.db.engine import open_database
 from pipeline.errors import (
@@ -160,8 +166,8 @@ def run_job(settings: Settings, sources: Sequence[InputSource], console: Console
     try:
         reporter_cm: Any = BarReporter(console) if settings.progress else LogReporter()
         with reporter_cm as reporter:
-            job = IngestJob(settings, database.engine, reporter)
-            return asyncio.run(job.run(sources))
+            job = IngestJob(settings, database.engine, reporter, sources)
+            return asyncio.run(job.run())
     finally:
         database.engine.dispose()
 
@@ -278,3 +284,72 @@ def reprocess_command(batch_size: int, **params: Any) -> None:
         f"reprocessed {counts['payloads']} payloads: {counts['works_updated']} works updated, "
         f"{counts['not_a_work']} not usable"
     )
+
+
+@cli.command("refresh")
+@click.option(
+    "--stale-after",
+    type=Duration(),
+    help="Re-check every work last checked longer ago than this (e.g. 6h), instead of the "
+    "age-based schedule (hourly on day one, daily in the first month, weekly after).",
+)
+@click.option("--limit", type=click.IntRange(1), help="Check at most this many works.")
+@click.option(
+    "--max-age", type=Duration(), help="Only works published within this long (e.g. 30d)."
+)
+@click.option(
+    "--budget-seconds",
+    type=click.FloatRange(min=1),
+    help="Start no new fetch after this many seconds, so the run fits its cron slot.",
+)
+@click.option(
+    "--only-author",
+    "only_authors",
+    multiple=True,
+    metavar="SEC_UID",
+    help="Only works by this author (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="Show how many works are due; fetch nothing.")
+@fetch_options
+@database_options
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=200,
+    show_default=True,
+    help="Works per database transaction.",
+)
+@output_options
+def refresh_command(**params: Any) -> None:
+    """Re-fetch known works that are due and append statistics snapshots where counts changed.
+
+    Safe in cron: overlapping runs exit with code 4, a killed run keeps what it committed.
+    """
+    from pipeline.refresh import RefreshJob, RefreshOptions, count_due, refresh_lock
+
+    settings = build_settings(params, batch_size=params["batch_size"])
+    setup_logging(settings)
+    options = RefreshOptions(
+        stale_after=params["stale_after"],
+        limit=params["limit"],
+        max_age=params["max_age"],
+        budget_seconds=params["budget_seconds"],
+        only_authors=tuple(params["only_authors"]),
+        dry_run=params["dry_run"],
+    )
+    console = Console()
+    database = open_database(settings)
+    try:
+        with refresh_lock(database.engine):
+            if options.dry_run:
+                due = count_due(database.engine, options)
+                console.print(f"{due} works are due for a refresh (nothing fetched).")
+                raise SystemExit(EXIT_OK)
+            reporter_cm: Any = BarReporter(console) if settings.progress else LogReporter()
+            with reporter_cm as reporter:
+                job = RefreshJob(settings, database.engine, reporter, options)
+                summary = asyncio.run(job.run())
+    finally:
+        database.engine.dispose()
+    print_summary(console, f"refresh run {summary.run_id}: {summary.status}", summary)
+    raise SystemExit(exit_code_for(summary.status, summary.counts))

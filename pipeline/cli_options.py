@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,3 +150,24 @@ def build_settings(params: dict[str, Any], **extra: Any) -> Settings:
         verbosity=-1 if params.get("quiet") else int(params.get("verbose") or 0),
         **extra,
     )
+
+
+class Duration(click.ParamType):
+    """`90s`, `30m`, `6h`, `2d`, `1w` (a bare number means seconds)."""
+
+    name = "duration"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        unit = text[-1:] if text[-1:] in self._UNITS else "s"
+        number = text[:-1] if text[-1:] in self._UNITS else text
+        try:
+            amount = float(number)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration like 90s, 30m, 6h, 2d or 1w", param, ctx)
+        if amount <= 0:
+            self.fail("a duration must be positive", param, ctx)
+        return timedelta(seconds=amount * self._UNITS[unit])

@@ -40,8 +40,8 @@ async def run_demo(
     async with FakeUpstream(seed=0, faults=faults) as fake:
         base = await fake.start()
         fetch = dataclasses.replace(settings.fetch, api_base=base, resolve_base=base)
-        job = IngestJob(dataclasses.replace(settings, fetch=fetch), engine, reporter)
-        return await job.run(sources)
+        job = IngestJob(dataclasses.replace(settings, fetch=fetch), engine, reporter, sources)
+        return await job.run()
 
 
 def print_sample(console: Console, engine: Engine) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO, Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from pipeline.config import Settings
 from pipeline.db.load import LoadResult, load_works
@@ -113,8 +113,12 @@ def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datet
     return done("failed", result.reason or result.outcome.value, temp=True)
 
 
-class IngestJob:
-    """One `ingest FILE…` run. Create, then `await job.run(sources)`."""
+class FetchJob:
+    """The machinery shared by `ingest FILE…` and `ingest refresh`: N fetch workers behind one
+    client, a batch writer, signal handling and the run record. Subclasses say where the
+    links come from (`_produce`) and what else a batch writes (`_record`)."""
+
+    kind = "ingest"
 
     def __init__(
         self,
@@ -146,60 +150,14 @@ class IngestJob:
 
     # -- stages ------------------------------------------------------------------------------
 
-    async def _produce(self, sources: Sequence[InputSource]) -> None:
-        dedup = Deduplicator()
-        pending: list[tuple[ShareLink, str]] = []
-        for source in sources:
-            reader = iter_input_lines(source.stream, source.name)
-            for line in reader:
-                if self._stop.is_set():
-                    return
-                self.counts["lines"] += 1
-                where = _source_of(line.source, line.line_no)
-                for rejection in line.rejections:
-                    self.counts["links"] += 1
-                    record = LinkRecord(
-                        _invalid_key(rejection.text),
-                        rejection.text or "(empty)",
-                        None,
-                        "invalid",
-                        rejection.reason,
-                        0,
-                        where,
-                    )
-                    await self._write_q.put(_Done(record, None))
-                for link in line.links:
-                    self.counts["links"] += 1
-                    if dedup.seen(link):
-                        self.counts["duplicate"] += 1
-                        continue
-                    pending.append((link, where))
-                if len(pending) >= _KNOWN_CHECK_CHUNK:
-                    await self._dispatch(pending)
-                    pending = []
-                if self.counts["lines"] % 1000 == 0:
-                    await asyncio.sleep(0)  # let workers and the writer run on huge inputs
-            self.counts["skipped_blank"] += getattr(reader, "skipped", 0)
-        await self._dispatch(pending)
+    async def _produce(self) -> None:
+        """Put (link, source) pairs on `self._fetch_q` until done or `self._stop` is set."""
+        raise NotImplementedError
 
-    async def _dispatch(self, pending: list[tuple[ShareLink, str]]) -> None:
-        if not pending:
-            return
-        if self.settings.force:
-            known: set[str] = set()
-        else:
-            keys = [link.key for link, _ in pending]
-            ids = [link.aweme_id for link, _ in pending if link.aweme_id is not None]
-            known = await asyncio.to_thread(self._known, keys, ids)
-        for link, where in pending:
-            if link.key in known:
-                self.counts["skipped_known"] += 1
-                continue
-            await self._fetch_q.put((link, where))
-
-    def _known(self, keys: list[str], ids: list[int]) -> set[str]:
-        with self.engine.connect() as conn:
-            return known_links(conn, keys, ids)
+    def _record(self, conn: Connection, batch: Sequence[_Done]) -> None:
+        """Besides loading the works: write what became of each link."""
+        assert self.run_id is not None
+        record_links(conn, self.run_id, [d.record for d in batch])
 
     async def _fetch_worker(self, client: UpstreamClient) -> None:
         while (item := await self._fetch_q.get()) is not None:
@@ -234,14 +192,12 @@ class IngestJob:
     async def _flush(self, batch: list[_Done]) -> None:
         if not batch:
             return
-        works = [d.work for d in batch if d.work is not None]
-        records = [d.record for d in batch]
         counts = self.counts.copy()
         for d in batch:
             counts[d.record.outcome] += 1
             if d.temporary:
                 counts["failed_temporary"] += 1
-        result = await asyncio.to_thread(self._commit, works, records, counts)
+        result = await asyncio.to_thread(self._commit, batch, counts)
         # Counts move only after the commit: what is reported is what is stored.
         for d in batch:
             self.counts[d.record.outcome] += 1
@@ -252,19 +208,17 @@ class IngestJob:
         self.counts["snapshots_added"] += result.snapshots_added
         self.reporter.update(self.counts)
 
-    def _commit(
-        self, works: list[FlatWork], records: list[LinkRecord], counts: Counter[str]
-    ) -> LoadResult:
+    def _commit(self, batch: list[_Done], counts: Counter[str]) -> LoadResult:
         assert self.run_id is not None
         with self.engine.begin() as conn:
-            result = load_works(conn, works)
-            record_links(conn, self.run_id, records)
+            result = load_works(conn, [d.work for d in batch if d.work is not None])
+            self._record(conn, batch)
             save_progress(conn, self.run_id, counts)
         return result
 
     # -- the run -----------------------------------------------------------------------------
 
-    async def run(self, sources: Sequence[InputSource]) -> RunSummary:
+    async def run(self) -> RunSummary:
         self.run_id = await asyncio.to_thread(self._start)
         loop = asyncio.get_running_loop()
         self._install_signal_handlers(loop)
@@ -273,7 +227,7 @@ class IngestJob:
             async with UpstreamClient(
                 f.api_base,
                 f.api_style,
-                token=f.api_token.reveal() if f.api_token else None,
+                token=f.api_token,
                 rate=f.rate,
                 concurrency=f.concurrency,
                 timeout_s=f.timeout_s,
@@ -284,7 +238,7 @@ class IngestJob:
                 workers = [
                     asyncio.create_task(self._fetch_worker(client)) for _ in range(f.concurrency)
                 ]
-                producer = asyncio.create_task(self._produce(sources))
+                producer = asyncio.create_task(self._produce())
                 stopper = asyncio.create_task(self._stop.wait())
                 await asyncio.wait({producer, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if producer.done():
@@ -315,7 +269,7 @@ class IngestJob:
 
     def _start(self) -> int:
         with self.engine.begin() as conn:
-            return start_run(conn, "ingest", self.settings.public_options())
+            return start_run(conn, self.kind, self.settings.public_options())
 
     def _finish(self, status: str) -> None:
         assert self.run_id is not None
@@ -338,6 +292,80 @@ class IngestJob:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+class IngestJob(FetchJob):
+    """One `ingest FILE…` run: `await IngestJob(settings, engine, reporter, sources).run()`."""
+
+    kind = "ingest"
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        reporter: Reporter,
+        sources: Sequence[InputSource],
+        *,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        super().__init__(settings, engine, reporter, now=now)
+        self.sources = sources
+
+    async def _produce(self) -> None:
+        dedup = Deduplicator()
+        pending: list[tuple[ShareLink, str]] = []
+        for source in self.sources:
+            reader = iter_input_lines(source.stream, source.name)
+            for line in reader:
+                if self._stop.is_set():
+                    return
+                self.counts["lines"] += 1
+                where = _source_of(line.source, line.line_no)
+                for rejection in line.rejections:
+                    self.counts["links"] += 1
+                    record = LinkRecord(
+                        _invalid_key(rejection.text),
+                        rejection.text or "(empty)",
+                        None,
+                        "invalid",
+                        rejection.reason,
+                        0,
+                        where,
+                    )
+                    await self._write_q.put(_Done(record, None))
+                for link in line.links:
+                    self.counts["links"] += 1
+                    if dedup.seen(link):
+                        self.counts["duplicate"] += 1
+                        continue
+                    pending.append((link, where))
+                if len(pending) >= _KNOWN_CHECK_CHUNK:
+                    await self._dispatch(pending)
+                    pending = []
+                if self.counts["lines"] % 1000 == 0:
+                    await asyncio.sleep(0)  # let workers and the writer run on huge inputs
+            self.counts["skipped_blank"] += getattr(reader, "skipped", 0)
+        await self._dispatch(pending)
+
+    async def _dispatch(self, pending: list[tuple[ShareLink, str]]) -> None:
+        """Skip links already loaded or known gone (unless --force), queue the rest."""
+        if not pending:
+            return
+        if self.settings.force:
+            known: set[str] = set()
+        else:
+            keys = [link.key for link, _ in pending]
+            ids = [link.aweme_id for link, _ in pending if link.aweme_id is not None]
+            known = await asyncio.to_thread(self._known, keys, ids)
+        for link, where in pending:
+            if link.key in known:
+                self.counts["skipped_known"] += 1
+                continue
+            await self._fetch_q.put((link, where))
+
+    def _known(self, keys: list[str], ids: list[int]) -> set[str]:
+        with self.engine.connect() as conn:
+            return known_links(conn, keys, ids)
 
 
 async def _put_or_stop(

@@ -33,6 +33,7 @@ from pipeline.db.models import (
     WorkImage,
     WorkMention,
 )
+from pipeline.schedule import next_check_at
 from pipeline.flatten import AuthorRow, FlatWork, HashtagRow, MentionRow
 
 T = TypeVar("T")
@@ -299,7 +300,15 @@ def _author_row(a: AuthorRow) -> dict[str, Any]:
 def _work_row(w: FlatWork) -> dict[str, Any]:
     row = _strip_nul(asdict(w.work))
     fetched = row.pop("fetched_at")
-    return {**row, "first_seen_at": fetched, "last_fetched_at": fetched}
+    return {
+        **row,
+        "first_seen_at": fetched,
+        "last_fetched_at": fetched,
+        "next_check_at": next_check_at(fetched, w.work.created_at),
+        # A work that loads again is available again.
+        "gone_at": None,
+        "gone_reason": None,
+    }
 
 
 def _hashtag_row(h: HashtagRow) -> dict[str, Any]:

@@ -171,6 +171,19 @@ class Work(Base):
         server_default=text("now()"),
         comment="Fetch time of the newest payload loaded: the last time its counts were checked.",
     )
+    next_check_at: Mapped[datetime] = mapped_column(
+        server_default=text("now()"),
+        comment=(
+            "When `ingest refresh` should check the counts again (grows with the work's age; "
+            "see docs/scheduling.md)."
+        ),
+    )
+    gone_at: Mapped[datetime | None] = mapped_column(
+        comment="When a refresh found the work deleted, private or under review (NULL: available)."
+    )
+    gone_reason: Mapped[str | None] = mapped_column(
+        comment="Why the work is gone, e.g. status_self_see (NULL while available)."
+    )
 
 
 _COUNT_COMMENT = "{} at captured_at (BIGINT)."
@@ -311,3 +324,14 @@ class RawPayload(Base):
 
 
 Index("ix_work_stats_captured_at", WorkStat.captured_at)
+# Refresh picks due works in next_check_at order; gone works are never due.
+Index(
+    "ix_works_next_check_at_available",
+    Work.next_check_at,
+    postgresql_where=Work.gone_at.is_(None),
+)
+Index(
+    "ix_works_last_fetched_at_available",
+    Work.last_fetched_at,
+    postgresql_where=Work.gone_at.is_(None),
+)

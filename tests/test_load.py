@@ -1,0 +1,248 @@
+"""The loader against a real PostgreSQL: exact values from the real fixtures, idempotence,
+change-only snapshots, child-row replacement, and no deadlocks between concurrent writers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, create_engine, text
+
+from pipeline.db.load import load_works
+from pipeline.flatten import FlatWork, flatten
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+TABLES = (
+    "authors",
+    "music",
+    "works",
+    "work_stats",
+    "hashtags",
+    "work_hashtags",
+    "work_mentions",
+    "work_images",
+    "raw_payloads",
+)
+
+
+def real_details(fixtures_dir: Path) -> list[dict[str, Any]]:
+    """Every real aweme_detail: the detail response and each post-list item."""
+    detail = json.loads((fixtures_dir / "video_detail_7071967230287744267.json").read_text())
+    details = [detail["aweme_detail"]]
+    for name in ("album_postlist_7232626237586312485.json", "video_postlist_7253290037918354691.json"):
+        details.extend(json.loads((fixtures_dir / name).read_text())["aweme_list"])
+    return details
+
+
+def snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every data table, in a stable order."""
+    return {
+        table: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2"))]
+        for table in TABLES
+    }
+
+
+def with_counts(detail: dict[str, Any], **counts: int) -> dict[str, Any]:
+    changed = copy.deepcopy(detail)
+    changed["statistics"].update(counts)
+    return changed
+
+
+@pytest.fixture
+def details(fixtures_dir: Path) -> list[dict[str, Any]]:
+    return real_details(fixtures_dir)
+
+
+def test_real_fixtures_load_with_exact_values(db: Connection, details: list[dict[str, Any]]) -> None:
+    result = load_works(db, [flatten(d, T0) for d in details])
+    assert (result.works_inserted, result.works_updated, result.snapshots_added) == (3, 0, 3)
+
+    video = db.execute(text("SELECT * FROM works WHERE aweme_id = 7071967230287744267")).one()
+    assert video.kind == "video"
+    assert video.author_uid == 3689586767443357
+    assert video.music_id == 7049808807056149285
+    assert video.created_at == datetime(2022, 3, 6, 12, 44, 43, tzinfo=UTC)
+    assert (video.duration_ms, video.video_width, video.video_height) == (9611, 1080, 1920)
+    assert video.share_url == "https://www.iesdouyin.com/share/video/7071967230287744267/"
+    assert video.description == "其实早就和你表白过了 在看你的每个眼神里"
+    assert video.last_fetched_at == T0
+
+    stats = db.execute(
+        text("SELECT * FROM work_stats WHERE aweme_id = 7071967230287744267")
+    ).one()
+    assert (stats.digg_count, stats.comment_count, stats.share_count) == (165539, 7343, 23537)
+    assert (stats.collect_count, stats.play_count, stats.admire_count) == (3799, 0, 0)
+
+    author = db.execute(text("SELECT * FROM authors WHERE uid = 3689586767443357")).one()
+    assert author.sec_uid == (
+        "MS4wLjABAAAAERbHksh_jtLRYjO8hOx9clHF9tJDBsZmhcL0VoPLItYXWg8H0jwYJd3mJOxiIGsU"
+    )
+    assert (author.unique_id, author.nickname) == ("bailitufu8", "百里TUFU")
+
+    album_tags = db.execute(
+        text(
+            "SELECT hashtag_name FROM work_hashtags WHERE aweme_id = 7232626237586312485 "
+            "ORDER BY position"
+        )
+    ).scalars()
+    assert list(album_tags) == ["ootd穿搭", "氛围感", "女友穿搭", "辣妹穿搭", "生活碎片"]
+    images = db.execute(
+        text(
+            "SELECT position, width, height FROM work_images "
+            "WHERE aweme_id = 7232626237586312485 ORDER BY position"
+        )
+    ).all()
+    assert [i.position for i in images] == [0, 1, 2]
+    assert db.execute(
+        text("SELECT kind, music_id FROM works WHERE aweme_id = 7232626237586312485")
+    ).one() == ("image_album", 7203284398119225346)
+    video_tags = db.execute(
+        text("SELECT count(*) FROM work_hashtags WHERE aweme_id = 7253290037918354691")
+    ).scalar_one()
+    assert video_tags == 2
+    raw = db.execute(
+        text("SELECT payload->>'aweme_id' FROM raw_payloads WHERE aweme_id = 7071967230287744267")
+    ).scalar_one()
+    assert raw == "7071967230287744267"
+
+
+def test_amagi_rounded_numbers_do_not_leak_into_ids(db: Connection, fixtures_dir: Path) -> None:
+    envelope = json.loads(
+        (fixtures_dir / "amagi_5.8.0_http_envelopes" / "ok_video.http200.json").read_text()
+    )
+    detail = envelope["data"]["aweme_detail"]
+    assert detail["music"]["id"] == 7049808807056150000  # rounded by JavaScript
+    load_works(db, [flatten(detail, T0)])
+    assert db.execute(text("SELECT music_id FROM music")).scalar_one() == 7049808807056149285
+
+
+def test_loading_the_same_batch_twice_changes_nothing(
+    db: Connection, details: list[dict[str, Any]]
+) -> None:
+    batch = [flatten(d, T0) for d in details]
+    load_works(db, batch)
+    before = snapshot(db)
+    again = load_works(db, batch)
+    assert (again.works_inserted, again.works_updated, again.snapshots_added) == (0, 0, 0)
+    assert snapshot(db) == before
+
+
+def test_changed_counts_add_exactly_one_snapshot(
+    db: Connection, details: list[dict[str, Any]]
+) -> None:
+    load_works(db, [flatten(d, T0) for d in details])
+    t1 = T0 + timedelta(hours=1)
+    changed = with_counts(details[0], digg_count=165540)
+    result = load_works(db, [flatten(changed, t1), *(flatten(d, t1) for d in details[1:])])
+    assert result.snapshots_added == 1
+    assert result.works_updated == 3  # every work records its new check time
+    rows = db.execute(
+        text(
+            "SELECT captured_at, digg_count FROM work_stats "
+            "WHERE aweme_id = 7071967230287744267 ORDER BY captured_at"
+        )
+    ).all()
+    assert rows == [(T0, 165539), (t1, 165540)]
+    checked = db.execute(text("SELECT last_fetched_at FROM works ORDER BY aweme_id")).scalars()
+    assert set(checked) == {t1}
+    assert db.execute(text("SELECT count(*) FROM work_stats")).scalar_one() == 4
+
+
+def test_an_older_payload_never_overwrites_a_newer_one(
+    db: Connection, details: list[dict[str, Any]]
+) -> None:
+    newer = copy.deepcopy(details[0])
+    newer["desc"] = "newer caption"
+    load_works(db, [flatten(newer, T0 + timedelta(days=1))])
+    load_works(db, [flatten(with_counts(details[0], digg_count=1), T0)])
+    assert db.execute(text("SELECT description FROM works")).scalar_one() == "newer caption"
+    assert db.execute(text("SELECT count(*) FROM work_stats")).scalar_one() == 1
+
+
+def test_children_follow_a_changed_description(
+    db: Connection, details: list[dict[str, Any]]
+) -> None:
+    album = details[1]
+    load_works(db, [flatten(album, T0)])
+    edited = copy.deepcopy(album)
+    extras = edited["text_extra"]
+    edited["text_extra"] = [extras[2], extras[0]]  # two tags left, order changed
+    edited["images"] = edited["images"][:1]
+    load_works(db, [flatten(edited, T0 + timedelta(hours=1))])
+    tags = db.execute(
+        text("SELECT hashtag_name, position FROM work_hashtags ORDER BY position")
+    ).all()
+    assert tags == [("女友穿搭", 0), ("ootd穿搭", 1)]
+    assert db.execute(text("SELECT count(*) FROM work_images")).scalar_one() == 1
+    # The hashtag dictionary keeps every tag ever seen.
+    assert db.execute(text("SELECT count(*) FROM hashtags")).scalar_one() == 5
+
+
+def test_duplicates_within_a_batch_keep_the_newest(
+    db: Connection, details: list[dict[str, Any]]
+) -> None:
+    old = flatten(details[0], T0)
+    new = flatten(with_counts(details[0], digg_count=7), T0 + timedelta(minutes=5))
+    load_works(db, [new, old])
+    assert db.execute(text("SELECT digg_count FROM work_stats")).scalar_one() == 7
+
+
+def test_nul_characters_are_dropped_not_fatal(
+    db: Connection, details: list[dict[str, Any]]
+) -> None:
+    dirty = copy.deepcopy(details[0])
+    dirty["desc"] = "a\x00b"
+    dirty["author"]["nickname"] = "n\x00ick"
+    load_works(db, [flatten(dirty, T0)])
+    assert db.execute(text("SELECT description FROM works")).scalar_one() == "ab"
+    assert db.execute(text("SELECT payload->>'desc' FROM raw_payloads")).scalar_one() == "ab"
+
+
+def _varied(details: list[dict[str, Any]], n: int) -> list[FlatWork]:
+    works = []
+    for i in range(n):
+        d = copy.deepcopy(details[i % len(details)])
+        aweme_id = str(7_000_000_000_000_000_000 + i)
+        d["aweme_id"] = d["group_id"] = aweme_id
+        works.append(flatten(d, T0 + timedelta(seconds=i)))
+    return works
+
+
+def test_concurrent_writers_in_opposite_orders_do_not_deadlock(
+    db_url: str, details: list[dict[str, Any]]
+) -> None:
+    engine: Engine = create_engine(db_url)
+    works = _varied(details, 60)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def writer(batch: list[FlatWork]) -> None:
+        try:
+            for _ in range(5):
+                barrier.wait(timeout=10)
+                with engine.begin() as conn:
+                    conn.execute(text("SET LOCAL lock_timeout = '20s'"))
+                    load_works(conn, batch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(works,)),
+        threading.Thread(target=writer, args=(list(reversed(works)),)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert not errors, errors
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM works")).scalar_one() == 60
+            assert conn.execute(text("SELECT count(*) FROM work_stats")).scalar_one() == 60
+    finally:
+        engine.dispose()
