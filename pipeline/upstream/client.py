@@ -1,0 +1,303 @@
+"""The upstream client: one aiohttp session, one rate limiter, bounded concurrency, retries.
+
+`await client.fetch(link)` never raises for upstream trouble: every way a request can end is a
+`FetchResult` with an outcome class (UPSTREAM.md §1.3). After an operator error (expired cookie,
+rejected token) the client stops: later calls return OPERATOR at once, without a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import aiohttp
+
+from pipeline.config import Secret
+from pipeline.inputs import ShareLink
+from pipeline.upstream.contracts import AmagiContract, Contract, SeedContract
+from pipeline.upstream.outcomes import FetchResult, Outcome
+from pipeline.upstream.ratelimit import Clock, RateLimiter, Sleep
+from pipeline.upstream.resolve import resolve_short_link
+from pipeline.upstream.retry import RetryPolicy
+
+log = logging.getLogger("pipeline.upstream")
+
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+_CHUNK = 64 * 1024
+# A server counts our requests when they arrive, not when we start them; this much extra
+# spacing absorbs the jitter so its 1-second windows see no more than ours do.
+DEFAULT_RATE_MARGIN_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One attempt's result (a detail request or one short-link resolution)."""
+
+    outcome: Outcome
+    reason: str = ""
+    detail: dict[str, Any] | None = None
+    aweme_id: int | None = None
+    http_status: int | None = None
+    retry_after: float | None = None
+    started_at: float | None = None
+    retry: bool = True  # False: retrying cannot help (e.g. an oversized body)
+
+
+class _Stopped(Exception):
+    """Raised inside an attempt when the client stopped while the attempt waited for a turn."""
+
+
+class UpstreamClient:
+    """`async with UpstreamClient(...) as client: result = await client.fetch(link)`."""
+
+    def __init__(
+        self,
+        api_base: str,
+        style: Literal["seed", "amagi"],
+        *,
+        token: str | Secret | None,
+        rate: float,
+        concurrency: int,
+        timeout_s: float,
+        retries: int,
+        resolve_base: str | None = None,
+        max_retry_after_s: float = 60.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        rate_margin_s: float = DEFAULT_RATE_MARGIN_S,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if style not in ("seed", "amagi"):
+            raise ValueError(f"unknown API style {style!r} (expected 'seed' or 'amagi')")
+        if concurrency < 1 or timeout_s <= 0 or max_body_bytes < 1:
+            raise ValueError("concurrency, timeout_s and max_body_bytes must be positive")
+        self.api_base = api_base.rstrip("/")
+        self.style = style
+        self.contract: Contract = SeedContract() if style == "seed" else AmagiContract()
+        self._token = Secret(token) if isinstance(token, str) else token
+        self.resolve_base = resolve_base
+        self.policy = RetryPolicy(retries, backoff_base_s, backoff_max_s, max_retry_after_s)
+        self.limiter = RateLimiter(rate, margin_s=rate_margin_s, clock=clock, sleep=sleep)
+        self.concurrency = concurrency
+        self.max_body_bytes = max_body_bytes
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._session: aiohttp.ClientSession | None = None
+        self.operator_error: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"UpstreamClient({self.api_base!r}, {self.style!r}, "
+            f"token_set={self._token is not None})"
+        )
+
+    async def __aenter__(self) -> Self:
+        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.operator_error is not None
+
+    async def fetch(self, link: ShareLink) -> FetchResult:
+        """Fetch one work's detail, resolving a short link first when the style needs an id."""
+        if self.operator_error is not None:
+            return self._stopped_result(link.aweme_id, 0)
+        aweme_id, attempts = link.aweme_id, 0
+        if self.contract.needs_aweme_id and aweme_id is None:
+            step, attempts = await self._with_retries(lambda: self._resolve_once(link))
+            if step.outcome is not Outcome.OK:
+                return self._result(step, None, attempts)
+            aweme_id = step.aweme_id
+        known = aweme_id
+        step, more = await self._with_retries(lambda: self._fetch_once(link, known))
+        return self._result(step, aweme_id, attempts + more)
+
+    # -- retries ------------------------------------------------------------------------------
+
+    async def _with_retries(self, attempt: Callable[[], Awaitable[_Step]]) -> tuple[_Step, int]:
+        """Run `attempt` until it ends in a final outcome or the retry budget is spent."""
+        tries = 0
+        while True:
+            if self.operator_error is not None:
+                return self._stopped_step(), tries
+            tries += 1
+            try:
+                step = await attempt()
+            except _Stopped:
+                return self._stopped_step(), tries
+            log.debug(
+                "upstream attempt %d/%d (%s): %s, HTTP %s%s",
+                tries,
+                self.policy.max_attempts,
+                self.style,
+                step.outcome.value,
+                step.http_status,
+                f" - {step.reason}" if step.reason else "",
+            )
+            if step.outcome is Outcome.OK:
+                self.limiter.success()
+            elif step.outcome is Outcome.OPERATOR:
+                self.operator_error = step.reason
+                log.error("upstream operator error, stopping: %s", step.reason)
+            elif step.outcome is Outcome.RATE_LIMITED:
+                self._on_rate_limited(step, tries)
+            if not (step.outcome.retryable and step.retry) or tries >= self.policy.max_attempts:
+                if step.outcome.retryable and step.retry and tries > 1:
+                    step = _replace_reason(step, f"{step.reason}; gave up after {tries} attempts")
+                return step, tries
+            if step.outcome is Outcome.TRANSIENT:
+                delay = self.policy.backoff(tries, self._rng)
+                if step.retry_after is not None:
+                    delay = max(delay, self.policy.cap_retry_after(step.retry_after))
+                await self._sleep(delay)
+            # After a 429 the wait is the limiter's shared pause, taken at the next acquire.
+
+    def _on_rate_limited(self, step: _Step, tries: int) -> None:
+        if step.retry_after is not None:
+            pause = self.policy.cap_retry_after(step.retry_after)
+        else:
+            pause = self.policy.backoff(tries, self._rng)
+        self.limiter.pause(pause)
+        self.limiter.slow_down(step.started_at)
+        log.warning(
+            "upstream rate limited (HTTP %s): pausing all requests %.1fs, rate now %.2f/s",
+            step.http_status,
+            pause,
+            self.limiter.rate,
+        )
+
+    # -- one attempt --------------------------------------------------------------------------
+
+    async def _fetch_once(self, link: ShareLink, aweme_id: int | None) -> _Step:
+        path, params = self.contract.build_request(link, aweme_id)
+        headers = {"Accept": "application/json"}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        try:
+            async with self._slots:
+                started = await self._turn()
+                async with self._http().get(
+                    self.api_base + path, params=params, headers=headers
+                ) as resp:
+                    body = await self._read_capped(resp)
+                    status, resp_headers = resp.status, resp.headers
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return _Step(Outcome.TRANSIENT, self._describe(exc))
+        if body is None:
+            return _Step(
+                Outcome.TRANSIENT,
+                f"response too large (over {self.max_body_bytes} bytes)",
+                http_status=status,
+                started_at=started,
+                retry=False,
+            )
+        c = self.contract.classify(status, body, resp_headers)
+        return _Step(c.outcome, c.reason, c.detail, c.aweme_id, status, c.retry_after, started)
+
+    async def _resolve_once(self, link: ShareLink) -> _Step:
+        started: list[float] = []
+
+        async def hop(method: str, url: str) -> tuple[int, Mapping[str, str]]:
+            # Never sends the API token: these requests go to Douyin, not to our service.
+            async with self._slots:
+                started.append(await self._turn())
+                async with self._http().request(method, url, allow_redirects=False) as resp:
+                    return resp.status, resp.headers  # the body is never read
+
+        try:
+            r = await resolve_short_link(link.url, hop, resolve_base=self.resolve_base)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return _Step(Outcome.TRANSIENT, "short link resolution: " + self._describe(exc))
+        return _Step(
+            r.outcome,
+            r.reason,
+            None,
+            r.aweme_id,
+            r.http_status,
+            r.retry_after,
+            started[-1] if started else None,
+        )
+
+    async def _turn(self) -> float:
+        started = await self.limiter.acquire()
+        if self.operator_error is not None:
+            raise _Stopped
+        return started
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use `async with UpstreamClient(...)` before fetching")
+        return self._session
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes | None:
+        """The body, or None once it exceeds `max_body_bytes` (the rest is never buffered).
+
+        A capped buffer then `json.loads` is simpler than streaming with ijson: bodies are a
+        few hundred KB, the cap bounds memory, and classification needs the whole document.
+        """
+        if resp.content_length is not None and resp.content_length > self.max_body_bytes:
+            return None
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                return None
+        return bytes(body)
+
+    def _describe(self, exc: BaseException) -> str:
+        # Type names only: exception text can carry request details (URLs, headers).
+        if isinstance(exc, TimeoutError):
+            return f"timed out after {self._timeout_s:g}s"
+        return f"connection error ({type(exc).__name__})"
+
+    # -- results ------------------------------------------------------------------------------
+
+    def _stopped_step(self) -> _Step:
+        return _Step(Outcome.OPERATOR, f"stopped after an operator error: {self.operator_error}")
+
+    def _stopped_result(self, aweme_id: int | None, attempts: int) -> FetchResult:
+        step = self._stopped_step()
+        return FetchResult(step.outcome, None, aweme_id, step.reason, attempts, None)
+
+    @staticmethod
+    def _result(step: _Step, known_id: int | None, attempts: int) -> FetchResult:
+        aweme_id = step.aweme_id if step.aweme_id is not None else known_id
+        detail = step.detail if step.outcome is Outcome.OK else None
+        return FetchResult(step.outcome, detail, aweme_id, step.reason, attempts, step.http_status)
+
+
+def _replace_reason(step: _Step, reason: str) -> _Step:
+    return _Step(
+        step.outcome,
+        reason,
+        step.detail,
+        step.aweme_id,
+        step.http_status,
+        step.retry_after,
+        step.started_at,
+        step.retry,
+    )

@@ -1,0 +1,221 @@
+"""The two upstream contracts (UPSTREAM.md §1): how to ask for one work, and how to read the answer.
+
+Both are pure: `build_request` returns a path and query, `classify` maps (HTTP status, body bytes,
+headers) to one outcome class. No I/O here, so every real envelope in the fixtures is a unit test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipeline.inputs import ShareLink
+from pipeline.upstream.outcomes import Outcome
+from pipeline.upstream.retry import parse_retry_after
+
+# amagi's wording when Douyin answered with an empty body: its cookie is missing or expired.
+EMPTY_BODY_MARK = "接口返回内容为空"
+_COOKIE_WORDING = re.compile(
+    r"接口返回内容为空|cookie|\bck\b|ck\s*可能已经?失效|ck\s*已?失效", re.I
+)
+_GONE_STATUS = re.compile(r"原因\s*[:：]\s*(status_[a-z_]+)")
+_URL = re.compile(r"https?://\S+")
+_SAFE_REASON = re.compile(r"[^a-z0-9_]")
+COOKIE_REASON = "upstream service's Douyin cookie is missing or expired"
+NO_DETAIL_REASON = "upstream returned no detail"
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    outcome: Outcome
+    detail: dict[str, Any] | None = None  # the aweme_detail, only for OK
+    reason: str = ""  # short, English, secret-free
+    retry_after: float | None = None  # seconds, uncapped, from a Retry-After header
+    aweme_id: int | None = None  # when the body names the work
+
+
+class Contract(Protocol):
+    """One upstream API style."""
+
+    @property
+    def needs_aweme_id(self) -> bool:
+        """True when the request needs a numeric id (short links must be resolved first)."""
+        ...
+
+    def build_request(self, link: ShareLink, aweme_id: int | None) -> tuple[str, dict[str, str]]:
+        """Path (appended to api_base) and query parameters for one work."""
+        ...
+
+    def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Classification:
+        """The outcome class of one HTTP response."""
+        ...
+
+
+def _clean(text: object, limit: int = 80) -> str:
+    """Upstream free text made safe for a reason: no URLs (they may be signed), one line, short."""
+    if not isinstance(text, str):
+        return ""
+    text = " ".join(_URL.sub("<url>", text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _parse(body: bytes) -> Any:
+    """The JSON document, or None when the body is empty, truncated or not JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _as_id(value: object) -> int | None:
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _by_status(status: int, headers: Mapping[str, str]) -> Classification | None:
+    """Outcomes decided by the HTTP status alone, common to both styles."""
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        return Classification(
+            Outcome.RATE_LIMITED, reason="rate limited (HTTP 429)", retry_after=retry_after
+        )
+    if status in (401, 403):
+        return Classification(
+            Outcome.OPERATOR, reason=f"upstream rejected the API token (HTTP {status})"
+        )
+    if status in (404, 405):
+        # The route itself is missing: wrong --api-base or --api-style, not a missing work.
+        return Classification(
+            Outcome.OPERATOR,
+            reason=(
+                f"upstream endpoint not found (HTTP {status}): check the API base URL and API style"
+            ),
+        )
+    if status >= 500:
+        return Classification(
+            Outcome.TRANSIENT,
+            reason=f"upstream error (HTTP {status})",
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+        )
+    return None
+
+
+def _from_douyin_body(data: object) -> Classification:
+    """Read a raw Douyin detail body (`{aweme_detail, filter_detail?, status_code}`)."""
+    if not isinstance(data, dict):
+        return Classification(Outcome.TRANSIENT, reason=NO_DETAIL_REASON)
+    detail = data.get("aweme_detail")
+    if isinstance(detail, dict):
+        return Classification(Outcome.OK, detail=detail, aweme_id=_as_id(detail.get("aweme_id")))
+    filtered = data.get("filter_detail")
+    if isinstance(filtered, dict) and isinstance(filtered.get("filter_reason"), str):
+        why = _SAFE_REASON.sub("", filtered["filter_reason"].lower())[:40] or "filtered"
+        return Classification(
+            Outcome.GONE, reason=f"gone: {why}", aweme_id=_as_id(filtered.get("aweme_id"))
+        )
+    code = data.get("status_code")
+    suffix = f" (status_code {code})" if isinstance(code, int) and code != 0 else ""
+    return Classification(Outcome.TRANSIENT, reason=NO_DETAIL_REASON + suffix)
+
+
+def _bad_request(doc: object, status: int) -> Classification:
+    hint = _clean(doc.get("message")) if isinstance(doc, dict) else ""
+    return Classification(
+        Outcome.INVALID,
+        reason=f"upstream rejected the request (HTTP {status})" + (f": {hint}" if hint else ""),
+    )
+
+
+_MALFORMED = Classification(Outcome.TRANSIENT, reason="malformed JSON in upstream response")
+
+
+@dataclass(frozen=True, slots=True)
+class SeedContract:
+    """`GET /douyin/fetch_one_work?url=<share url>` (spec/fetch_one_work.txt)."""
+
+    needs_aweme_id: bool = False
+
+    def build_request(self, link: ShareLink, aweme_id: int | None) -> tuple[str, dict[str, str]]:
+        return "/douyin/fetch_one_work", {"url": link.url}
+
+    def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Classification:
+        if (by_status := _by_status(status, headers)) is not None:
+            return by_status
+        doc = _parse(body)
+        if status == 400:
+            return _bad_request(doc, status)
+        if status != 200:
+            return Classification(Outcome.TRANSIENT, reason=f"unexpected HTTP status {status}")
+        if not isinstance(doc, dict):
+            return _MALFORMED
+        code, data, message = doc.get("code"), doc.get("data"), doc.get("message")
+        if (
+            code in (0, 200)
+            and isinstance(data, dict)
+            and isinstance(data.get("aweme_detail"), dict)
+        ):
+            return _from_douyin_body(data)
+        if isinstance(message, str) and _COOKIE_WORDING.search(message):
+            return Classification(Outcome.OPERATOR, reason=COOKIE_REASON)
+        if code == 429:
+            return Classification(Outcome.RATE_LIMITED, reason="rate limited (upstream code 429)")
+        if code in (401, 403):
+            return Classification(
+                Outcome.OPERATOR, reason=f"upstream rejected the API token (code {code})"
+            )
+        if code == 400:
+            return _bad_request(doc, 400)
+        if code in (0, 200):
+            return _from_douyin_body(data)
+        hint = _clean(message)
+        return Classification(
+            Outcome.TRANSIENT,
+            reason=f"upstream failure (code {code})" + (f": {hint}" if hint else ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AmagiContract:
+    """`GET /api/douyin/fetch_one_work?aweme_id=<id>` (@ikenxuan/amagi 5.x/6.x).
+
+    amagi reports failures as HTTP 200 + `success: false`, so the decision is made on `success`,
+    never on the status. `success: true` with a null `aweme_detail` and no `filter_detail` is
+    TRANSIENT (retried, then recorded as a failure to retry in a later run), not GONE: nothing
+    says the work is gone, and a wrong `gone` would stop the pipeline from ever trying it again.
+    """
+
+    needs_aweme_id: bool = True
+
+    def build_request(self, link: ShareLink, aweme_id: int | None) -> tuple[str, dict[str, str]]:
+        if aweme_id is None:
+            raise ValueError("amagi needs an aweme_id: resolve the share link first")
+        return "/api/douyin/fetch_one_work", {"aweme_id": str(aweme_id)}
+
+    def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Classification:
+        doc = _parse(body)
+        if status in (401, 403, 429) or not (isinstance(doc, dict) and "success" in doc):
+            if (by_status := _by_status(status, headers)) is not None:
+                return by_status
+            if status == 400:
+                return _bad_request(doc, status)
+            if status != 200:
+                return Classification(Outcome.TRANSIENT, reason=f"unexpected HTTP status {status}")
+            return _MALFORMED
+        if doc["success"] is True:
+            return _from_douyin_body(doc.get("data"))
+        error = doc.get("error")
+        # Only errorDescription and message are read: error.requestUrl is a signed URL.
+        description = error.get("errorDescription") if isinstance(error, dict) else None
+        text = f"{description or ''} {doc.get('message') or ''}"
+        if gone := _GONE_STATUS.search(text):
+            return Classification(Outcome.GONE, reason=f"gone: {gone.group(1)}")
+        if EMPTY_BODY_MARK in text:
+            return Classification(Outcome.OPERATOR, reason=COOKIE_REASON)
+        hint = _clean(doc.get("message"))
+        return Classification(
+            Outcome.TRANSIENT, reason="upstream reported a failure" + (f": {hint}" if hint else "")
+        )

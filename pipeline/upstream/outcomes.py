@@ -1,0 +1,38 @@
+"""What one upstream fetch ends as: an outcome class plus, for `ok`, the work's detail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    """The outcome classes of UPSTREAM.md §1.3; every response maps to exactly one."""
+
+    OK = "ok"
+    GONE = "gone"
+    INVALID = "invalid"
+    RATE_LIMITED = "rate_limited"
+    TRANSIENT = "transient"
+    OPERATOR = "operator"
+
+    @property
+    def retryable(self) -> bool:
+        return self in (Outcome.RATE_LIMITED, Outcome.TRANSIENT)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """The final result for one share link, after retries.
+
+    `outcome` is RATE_LIMITED only when retries ran out while the upstream kept answering 429;
+    the orchestrator records that (like TRANSIENT) as a temporary failure.
+    """
+
+    outcome: Outcome
+    aweme_detail: dict[str, Any] | None  # only for OK
+    aweme_id: int | None  # from the link, the short-link resolution, or the response
+    reason: str  # short, English, secret-free; "" for OK
+    attempts: int  # tries made: each short-link resolution try and each detail request counts 1
+    http_status: int | None  # of the last response; None when none arrived
