@@ -156,7 +156,11 @@ def work_id_from_link(text: str, seed: int) -> int | None:
 
 
 class FakeUpstream:
-    """The fake service. `faults` may be swapped between test phases."""
+    """The fake service. `faults` may be swapped between test phases.
+
+    `clock` stamps requests and drives the rate limit; simulated time (`sim_time`, default 0,
+    moved only by `advance`) drives the counts served.
+    """
 
     def __init__(
         self,

@@ -215,7 +215,9 @@ def _compose_desc(rng: random.Random, seed: int, author_pool: int) -> tuple[str,
     """A desc with 0–2 @mentions and 0–5 hashtags, and `text_extra` spans that index into it."""
     desc = rng.choice(_SENTENCES)
     extras: list[dict[str, Any]] = []
-    if rng.random() < 0.15:  # a search-keyword span (type 5): clients must ignore it
+    if rng.random() < 0.15:
+        # A search-keyword span (type 5) that clients must ignore. No real sample is bundled;
+        # `search_text` is from memory of live data (unverified), the rest is the common shape.
         extras.append({"start": 0, "end": 2, "type": 5, "search_text": desc[:2]})
     for index in rng.sample(range(author_pool), rng.choice((0, 0, 0, 1, 2))):
         who = author_for(index, seed=seed)
@@ -253,7 +255,13 @@ def _images(rng: random.Random, template: list[dict[str, Any]]) -> list[dict[str
 def make_aweme_detail(
     aweme_id: int, *, seed: int, sim_t: float, author_pool: int = AUTHOR_POOL
 ) -> dict[str, Any]:
-    """The `aweme_detail` of one work: same (id, seed, simulated hour) → same dict."""
+    """The `aweme_detail` of one work: same (id, seed, simulated hour) → same dict.
+
+    Varied: aweme_id/group_id (= id), create_time (= id >> 32), share URLs, author (from a pool
+    of `author_pool`; `unique_id` is always present, "" for a third of authors), music (pool of
+    60, 10% null), desc + text_extra (`[]`, or null for a quarter of the empty ones), duration,
+    video/cover uris, album images (1–9, cycled from the real three), statistics (`counts_at`).
+    """
     kind = template_kind(aweme_id, seed=seed)
     item, text = _template(kind)
     rng = random.Random(hash64(seed, aweme_id, "detail"))
