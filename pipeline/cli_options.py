@@ -128,15 +128,16 @@ def build_settings(params: dict[str, Any], **extra: Any) -> Settings:
     """The one place options become Settings."""
     token = params.get("api_token")
     url = params.get("database_url")
+    defaults = FetchSettings()
     fetch = FetchSettings(
-        api_base=str(params.get("api_base") or FetchSettings.api_base).rstrip("/"),
-        api_style=params.get("api_style") or "seed",
+        api_base=str(params.get("api_base") or defaults.api_base).rstrip("/"),
+        api_style=params.get("api_style") or defaults.api_style,
         api_token=Secret(token) if token else None,
-        rate=float(params.get("rate") or FetchSettings.rate),
-        concurrency=int(params.get("concurrency") or FetchSettings.concurrency),
-        timeout_s=float(params.get("timeout") or FetchSettings.timeout_s),
-        retries=int(params["retries"]) if params.get("retries") is not None else 4,
-        resolve_base=(params.get("resolve_base") or None),
+        rate=float(params.get("rate") or defaults.rate),
+        concurrency=int(params.get("concurrency") or defaults.concurrency),
+        timeout_s=float(params.get("timeout") or defaults.timeout_s),
+        retries=defaults.retries if params.get("retries") is None else int(params["retries"]),
+        resolve_base=params.get("resolve_base") or None,
     )
     progress = params.get("progress")
     if progress is None:
@@ -152,7 +153,7 @@ def build_settings(params: dict[str, Any], **extra: Any) -> Settings:
     )
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     """`90s`, `30m`, `6h`, `2d`, `1w` (a bare number means seconds)."""
 
     name = "duration"

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy import Connection, Engine
 
@@ -245,9 +245,8 @@ class FetchJob:
                     producer.result()  # re-raise input errors
                     for _ in workers:
                         await _put_or_stop(self._fetch_q, None, self._stop)
-                    await asyncio.wait(
-                        {asyncio.gather(*workers), stopper}, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    all_workers: asyncio.Future[Any] = asyncio.gather(*workers)
+                    await asyncio.wait([all_workers, stopper], return_when=asyncio.FIRST_COMPLETED)
                 for task in (producer, *workers):
                     task.cancel()
                 await asyncio.gather(producer, *workers, return_exceptions=True)

@@ -18,13 +18,14 @@ import contextlib
 import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from helpers import ThreadedFake
 from pipeline.db.engine import normalize_url
 from pipeline.db.migrate import upgrade
 
@@ -137,3 +138,17 @@ def db_url(admin_engine: Engine, pg_server_url: str, template_url: str) -> Itera
     finally:
         with admin_engine.connect() as conn, contextlib.suppress(Exception):
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def fake_server() -> Iterator[Callable[..., ThreadedFake]]:
+    started: list[ThreadedFake] = []
+
+    def start(**kwargs: object) -> ThreadedFake:
+        server = ThreadedFake(**kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()

@@ -34,7 +34,10 @@ def real_details(fixtures_dir: Path) -> list[dict[str, Any]]:
     """Every real aweme_detail: the detail response and each post-list item."""
     detail = json.loads((fixtures_dir / "video_detail_7071967230287744267.json").read_text())
     details = [detail["aweme_detail"]]
-    for name in ("album_postlist_7232626237586312485.json", "video_postlist_7253290037918354691.json"):
+    for name in (
+        "album_postlist_7232626237586312485.json",
+        "video_postlist_7253290037918354691.json",
+    ):
         details.extend(json.loads((fixtures_dir / name).read_text())["aweme_list"])
     return details
 
@@ -58,7 +61,9 @@ def details(fixtures_dir: Path) -> list[dict[str, Any]]:
     return real_details(fixtures_dir)
 
 
-def test_real_fixtures_load_with_exact_values(db: Connection, details: list[dict[str, Any]]) -> None:
+def test_real_fixtures_load_with_exact_values(
+    db: Connection, details: list[dict[str, Any]]
+) -> None:
     result = load_works(db, [flatten(d, T0) for d in details])
     assert (result.works_inserted, result.works_updated, result.snapshots_added) == (3, 0, 3)
 
@@ -72,9 +77,7 @@ def test_real_fixtures_load_with_exact_values(db: Connection, details: list[dict
     assert video.description == "其实早就和你表白过了 在看你的每个眼神里"
     assert video.last_fetched_at == T0
 
-    stats = db.execute(
-        text("SELECT * FROM work_stats WHERE aweme_id = 7071967230287744267")
-    ).one()
+    stats = db.execute(text("SELECT * FROM work_stats WHERE aweme_id = 7071967230287744267")).one()
     assert (stats.digg_count, stats.comment_count, stats.share_count) == (165539, 7343, 23537)
     assert (stats.collect_count, stats.play_count, stats.admire_count) == (3799, 0, 0)
 
@@ -192,15 +195,18 @@ def test_duplicates_within_a_batch_keep_the_newest(
     assert db.execute(text("SELECT digg_count FROM work_stats")).scalar_one() == 7
 
 
-def test_nul_characters_are_dropped_not_fatal(
+def test_nul_and_lone_surrogates_are_cleaned_not_fatal(
     db: Connection, details: list[dict[str, Any]]
 ) -> None:
     dirty = copy.deepcopy(details[0])
     dirty["desc"] = "a\x00b"
     dirty["author"]["nickname"] = "n\x00ick"
+    dirty["music"]["title"] = json.loads('"half an emoji \\ud83d"')  # a lone surrogate
     load_works(db, [flatten(dirty, T0)])
     assert db.execute(text("SELECT description FROM works")).scalar_one() == "ab"
     assert db.execute(text("SELECT payload->>'desc' FROM raw_payloads")).scalar_one() == "ab"
+    title = db.execute(text("SELECT payload->'music'->>'title' FROM raw_payloads")).scalar_one()
+    assert title == "half an emoji ?"
 
 
 def _varied(details: list[dict[str, Any]], n: int) -> list[FlatWork]:

@@ -55,7 +55,7 @@ def embedded_server(data_dir: Path) -> Any:
     import pgserver
 
     try:
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     except Exception as exc:  # pgserver raises bare subprocess/assert errors
         raise DatabaseError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc.__class__.__name__}; "

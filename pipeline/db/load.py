@@ -18,13 +18,14 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Table, and_, literal_column, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pipeline.db.models import (
     Author,
+    Base,
     Hashtag,
     Music,
     RawPayload,
@@ -33,8 +34,8 @@ from pipeline.db.models import (
     WorkImage,
     WorkMention,
 )
-from pipeline.schedule import next_check_at
 from pipeline.flatten import AuthorRow, FlatWork, HashtagRow, MentionRow
+from pipeline.schedule import next_check_at
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -47,6 +48,10 @@ _STAT_COLUMNS = (
     "play_count",
     "admire_count",
 )
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +81,17 @@ def _newest_by_key(
 
 
 def _strip_nul(value: Any) -> Any:
-    """JSONB and TEXT cannot hold U+0000; everything else is kept exactly."""
+    """PostgreSQL text cannot hold U+0000 or lone UTF-16 surrogates (JSON escapes like
+    "\\ud83d" decode to them): drop the first, replace the second with "?". Everything else is
+    kept exactly."""
     if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        return value
     if isinstance(value, Mapping):
         return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -101,7 +114,7 @@ def _upsert_newest(
     updated = [c.name for c in table.columns if c.name not in key and c.name not in keep]
     target_cols = tuple_(*(table.c[c] for c in updated))
     incoming_cols = tuple_(*(stmt.excluded[c] for c in updated))
-    stmt = stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=[table.c[k] for k in key],
         set_={c: stmt.excluded[c] for c in updated},
         where=and_(
@@ -109,7 +122,7 @@ def _upsert_newest(
             target_cols.is_distinct_from(incoming_cols),
         ),
     ).returning(*(table.c[k] for k in key), literal_column("(xmax = 0)").label("inserted"))
-    return list(conn.execute(stmt, list(rows)))
+    return list(conn.execute(upsert, list(rows)))
 
 
 def _sync_children(
@@ -183,7 +196,7 @@ def load_works(
     )
     _upsert_newest(
         conn,
-        Author.__table__,
+        _table(Author),
         [_author_row(a) for a in authors],
         key=("uid",),
         newest_column="last_seen_at",
@@ -196,7 +209,7 @@ def load_works(
     )
     _upsert_newest(
         conn,
-        Music.__table__,
+        _table(Music),
         [{**_strip_nul(asdict(m)), "first_seen_at": t, "last_seen_at": t} for m, t in music],
         key=("music_id",),
         newest_column="last_seen_at",
@@ -208,7 +221,7 @@ def load_works(
         lambda h: h[1],
     )
     if tags:
-        stmt = pg_insert(Hashtag.__table__)
+        stmt = pg_insert(_table(Hashtag))
         stmt = stmt.on_conflict_do_update(
             index_elements=[Hashtag.name],
             set_={"hashtag_id": stmt.excluded.hashtag_id},
@@ -221,7 +234,7 @@ def load_works(
 
     written = _upsert_newest(
         conn,
-        Work.__table__,
+        _table(Work),
         [_work_row(w) for w in works],
         key=("aweme_id",),
         newest_column="last_fetched_at",
@@ -235,7 +248,7 @@ def load_works(
         current = [w for w in works if w.work.aweme_id in changed]
         _sync_children(
             conn,
-            WorkHashtag.__table__,
+            _table(WorkHashtag),
             changed_ids,
             [_hashtag_row(h) for w in current for h in w.hashtags],
             "hashtag_name",
@@ -243,7 +256,7 @@ def load_works(
         )
         _sync_children(
             conn,
-            WorkMention.__table__,
+            _table(WorkMention),
             changed_ids,
             [_mention_row(m) for w in current for m in w.mentions],
             "position",
@@ -251,7 +264,7 @@ def load_works(
         )
         _sync_children(
             conn,
-            WorkImage.__table__,
+            _table(WorkImage),
             changed_ids,
             [_strip_nul(asdict(i)) for w in current for i in w.images],
             "position",
@@ -269,7 +282,7 @@ def load_works(
             params[column] = [getattr(s, column) for s in stats]
         added = len(conn.execute(_INSERT_CHANGED_STATS, params).all())
 
-    stmt = pg_insert(RawPayload.__table__)
+    stmt = pg_insert(_table(RawPayload))
     stmt = stmt.on_conflict_do_update(
         index_elements=[RawPayload.aweme_id],
         set_={"fetched_at": stmt.excluded.fetched_at, "payload": stmt.excluded.payload},

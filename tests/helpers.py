@@ -1,0 +1,60 @@
+"""Helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+
+from pipeline.testing.fake_upstream import FakeUpstream
+
+
+class ThreadedFake:
+    """The fake upstream on 127.0.0.1, served from its own event loop in a background thread,
+    so tests can run the real `ingest` command in a subprocess against it."""
+
+    def __init__(self, **kwargs: object) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+        async def start() -> tuple[FakeUpstream, str]:
+            fake = FakeUpstream(**kwargs)  # type: ignore[arg-type]
+            return fake, await fake.start()
+
+        self.fake, self.url = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+def ingest_command() -> list[str]:
+    return [sys.executable, "-m", "pipeline"]
+
+
+def run_ingest(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """The real command in a subprocess: what a user runs, exit code and all."""
+    full_env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DOUYIN_API_TOKEN")
+    }
+    full_env.update(env or {})
+    return subprocess.run(
+        [*ingest_command(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
