@@ -105,7 +105,13 @@ class UpstreamClient:
 
     async def __aenter__(self) -> Self:
         connector = aiohttp.TCPConnector(limit=self.concurrency)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        if hasattr(session, "_retry_connection"):
+            # aiohttp (>= 3.9) silently re-sends an idempotent request once after a disconnect:
+            # that request would bypass the rate limiter and the retry budget. aiohttp's own
+            # TestClient switches it off the same way; there is no public option.
+            session._retry_connection = False
+        self._session = session
         return self
 
     async def __aexit__(
