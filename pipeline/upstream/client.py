@@ -153,8 +153,8 @@ class UpstreamClient:
             tries += 1
             try:
                 step = await attempt()
-            except _Stopped:
-                return self._stopped_step(), tries
+            except _Stopped:  # stopped while waiting for a turn: no request was sent
+                return self._stopped_step(), tries - 1
             log.debug(
                 "upstream attempt %d/%d (%s): %s, HTTP %s%s",
                 tries,
