@@ -174,6 +174,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def register(group: click.Group) -> None:
+    from pipeline import cli_readonly
+
+    cli_readonly.register(db_group)
     group.add_command(db_group)
     group.add_command(runs_command)
     group.add_command(failures_command)

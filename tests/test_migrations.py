@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import command
 from sqlalchemy import Engine, create_engine, inspect, text
 
-from pipeline.db.migrate import alembic_config, current_revision, head_revision
 import pipeline.db.tracking  # noqa: F401  (registers the bookkeeping tables)
+from pipeline.db.migrate import alembic_config, current_revision, head_revision
 from pipeline.db.models import Base
 
 
