@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import click
 import psycopg.errors
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from pipeline.cli_readonly import register
 from pipeline.config import Secret
 from pipeline.db.load import load_works
 from pipeline.db.readonly import grant_readonly, validate_role_name
@@ -245,3 +248,31 @@ def test_invalid_role_names_are_rejected_before_any_sql(name: str) -> None:
 def test_valid_role_names_pass() -> None:
     assert validate_role_name("analyst_ro") == "analyst_ro"
     assert validate_role_name("_r" + "x" * 61) == "_r" + "x" * 61
+
+
+def test_cli_command_grants_with_a_password_from_the_environment(
+    admin: Engine, db_url: str, role_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = click.Group("db")
+    register(group)
+    monkeypatch.setenv("RO_PASSWORD", PASSWORD)
+    runner = CliRunner()
+    result = runner.invoke(
+        group,
+        ["grant-readonly", role_name, "--password-env", "RO_PASSWORD", "--database-url", db_url],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"role {role_name} created" in result.output
+    assert PASSWORD not in result.output
+    with admin.connect() as conn:
+        assert conn.execute(
+            text("SELECT has_table_privilege(:r, 'works_enriched', 'SELECT')"), {"r": role_name}
+        ).scalar_one()
+
+    missing = runner.invoke(
+        group,
+        ["grant-readonly", role_name, "--password-env", "NOT_SET_X", "--database-url", db_url],
+    )
+    assert missing.exit_code != 0
+    assert isinstance(missing.exception, UsageError)
+    assert "NOT_SET_X is not set" in str(missing.exception)
