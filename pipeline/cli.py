@@ -240,7 +240,7 @@ def demo_command(input_file: Path | None, **params: Any) -> None:
     path = input_file or EXAMPLE_INPUT
     database = open_database(settings)
     try:
-        console.print(f"database: {database.safe_url}")
+        console.print(f"database: {database.describe()}")
         with open(path, "rb") as stream:
             sources = [InputSource(path.name, stream)]
             reporter_cm: Any = BarReporter(console) if settings.progress else LogReporter()

@@ -126,7 +126,7 @@ def runs_command(limit: int, as_json: bool, **params: Any) -> None:
         table.add_column(name)
     for r in rows:
         took = f"{(r.finished_at - r.started_at).total_seconds():.1f}s" if r.finished_at else "-"
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()) if v)
+        counts = ", ".join(f"{k} {r.counts[k]}" for k in _RUN_COUNT_KEYS if r.counts.get(k))
         table.add_row(
             str(r.run_id), r.kind, r.status, f"{r.started_at:%Y-%m-%d %H:%M:%S}", took, counts
         )
@@ -165,6 +165,20 @@ def failures_command(run_id: int | None, export: Path | None, **params: Any) -> 
             r.last_outcome, r.url, r.last_reason or "", r.source or "", str(r.last_run_id)
         )
     Console().print(table)
+
+
+_RUN_COUNT_KEYS = (
+    "due",
+    "loaded",
+    "changed",
+    "unchanged",
+    "gone",
+    "invalid",
+    "failed",
+    "duplicate",
+    "skipped_known",
+    "payloads",
+)
 
 
 def _jsonable(value: Any) -> Any:

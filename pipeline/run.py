@@ -132,7 +132,8 @@ class FetchJob:
         self.engine = engine
         self.reporter = reporter
         self.now = now
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # committed: what the database holds
+        self._uncommitted: Counter[str] = Counter()
         self.run_id: int | None = None
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
@@ -142,6 +143,17 @@ class FetchJob:
         self._write_q: asyncio.Queue[_Done | None] = asyncio.Queue(settings.batch_size * 2)
 
     # -- control -----------------------------------------------------------------------------
+
+    def report(self) -> None:
+        """Show progress: committed counts plus outcomes still waiting for their batch."""
+        shown = self.counts.copy()
+        shown.update(self._uncommitted)
+        self.reporter.update(shown)
+
+    async def _hand_to_writer(self, done: _Done) -> None:
+        self._uncommitted[done.record.outcome] += 1
+        await self._write_q.put(done)
+        self.report()
 
     def request_stop(self, reason: str, status: str) -> None:
         if not self._stop.is_set():
@@ -167,7 +179,7 @@ class FetchJob:
                 # Nothing is recorded for this link: it stays pending and the next run retries.
                 self.request_stop(result.reason, "operator_error")
                 continue
-            await self._write_q.put(outcome_record(link, where, result, self.now()))
+            await self._hand_to_writer(outcome_record(link, where, result, self.now()))
 
     async def _write(self) -> None:
         batch: list[_Done] = []
@@ -200,13 +212,14 @@ class FetchJob:
         result = await asyncio.to_thread(self._commit, batch, counts)
         # Counts move only after the commit: what is reported is what is stored.
         for d in batch:
+            self._uncommitted[d.record.outcome] -= 1
             self.counts[d.record.outcome] += 1
             if d.temporary:
                 self.counts["failed_temporary"] += 1
         self.counts["works_new"] += result.works_inserted
         self.counts["works_updated"] += result.works_updated
         self.counts["snapshots_added"] += result.snapshots_added
-        self.reporter.update(self.counts)
+        self.report()
 
     def _commit(self, batch: list[_Done], counts: Counter[str]) -> LoadResult:
         assert self.run_id is not None
@@ -331,7 +344,7 @@ class IngestJob(FetchJob):
                         0,
                         where,
                     )
-                    await self._write_q.put(_Done(record, None))
+                    await self._hand_to_writer(_Done(record, None))
                 for link in line.links:
                     self.counts["links"] += 1
                     if dedup.seen(link):
@@ -342,6 +355,7 @@ class IngestJob(FetchJob):
                     await self._dispatch(pending)
                     pending = []
                 if self.counts["lines"] % 1000 == 0:
+                    self.report()
                     await asyncio.sleep(0)  # let workers and the writer run on huge inputs
             self.counts["skipped_blank"] += getattr(reader, "skipped", 0)
         await self._dispatch(pending)

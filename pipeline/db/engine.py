@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,11 @@ def embedded_server(data_dir: Path) -> Any:
     pgdata.mkdir(parents=True, exist_ok=True)
     # pgserver logs every step at INFO; keep our own output readable.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
-    import pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers); pgserver then
+        # uses /tmp/runtime-$UID, which is fine.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver
 
     try:
         server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
@@ -84,6 +89,12 @@ class Database:
     @property
     def safe_url(self) -> str:
         return redact_url(self.engine.url.render_as_string(hide_password=False))
+
+    def describe(self) -> str:
+        if self.embedded:
+            socket_dir = self.engine.url.query.get("host", "")
+            return f"embedded PostgreSQL (socket in {socket_dir}; `ingest db psql` to open it)"
+        return self.safe_url
 
 
 def _connect_error(exc: Exception, secret: str | None) -> DatabaseError:
