@@ -42,3 +42,31 @@ def test_every_table_and_column_has_a_comment(db: object) -> None:
         assert insp.get_table_comment(table)["text"], f"{table} has no comment"
         for column in insp.get_columns(table):
             assert column.get("comment"), f"{table}.{column['name']} has no comment"
+
+
+def test_psql_describe_shows_a_comment_on_every_column(db_url: str) -> None:
+    """What an analyst sees: `\\d+ works` in the psql that ships with the embedded server."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pgserver
+    from sqlalchemy.engine import make_url
+
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    psql = str(bundled) if bundled.exists() else shutil.which("psql")
+    assert psql, "no psql binary"
+    url = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    for relation in ("works", "work_stats", "works_enriched", "work_stats_daily"):
+        out = subprocess.run(
+            [psql, url, "-X", "-A", "-F", "\t", "-c", f"\\d+ {relation}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        header = out[1].split("\t")
+        rows = [line.split("\t") for line in out[2:] if line.count("\t") == len(header) - 1]
+        assert rows, out
+        description = header.index("Description")
+        missing = [r[0] for r in rows if not r[description].strip()]
+        assert not missing, f"{relation}: columns without a comment: {missing}"
