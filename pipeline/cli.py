@@ -30,6 +30,7 @@ from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from pipeline import __version__, cli_db
 from pipeline.cli_options import (
     Duration,
+    batch_size_option,
     build_settings,
     database_options,
     fetch_options,
@@ -46,7 +47,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.logs import configure_logging
-from pipeline.progress import BarReporter, LogReporter, summary_table
+from pipeline.progress import make_reporter, summary_table
 from pipeline.run import IngestJob, InputSource, RunSummary, dry_run_counts
 
 EXIT_OK = 0
@@ -164,8 +165,7 @@ def run_job(settings: Settings, sources: Sequence[InputSource], console: Console
     """Open the database, run the ingest job, and always dispose of the engine."""
     database = open_database(settings)
     try:
-        reporter_cm: Any = BarReporter(console) if settings.progress else LogReporter()
-        with reporter_cm as reporter:
+        with make_reporter(settings.progress, console) as reporter:
             job = IngestJob(settings, database.engine, reporter, sources)
             return asyncio.run(job.run())
     finally:
@@ -176,13 +176,7 @@ def run_job(settings: Settings, sources: Sequence[InputSource], console: Console
 @click.argument("files", nargs=-1, required=True, metavar="FILE…")
 @fetch_options
 @database_options
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 10_000),
-    default=200,
-    show_default=True,
-    help="Works per database transaction.",
-)
+@batch_size_option(200, "Works")
 @click.option(
     "--force",
     is_flag=True,
@@ -243,8 +237,7 @@ def demo_command(input_file: Path | None, **params: Any) -> None:
         console.print(f"database: {database.describe()}")
         with open(path, "rb") as stream:
             sources = [InputSource(path.name, stream)]
-            reporter_cm: Any = BarReporter(console) if settings.progress else LogReporter()
-            with reporter_cm as reporter:
+            with make_reporter(settings.progress, console) as reporter:
                 summary = asyncio.run(run_demo(settings, database.engine, sources, reporter))
         print_summary(console, f"demo run {summary.run_id}: {summary.status}", summary)
         print_sample(console, database.engine)
@@ -261,13 +254,7 @@ def demo_command(input_file: Path | None, **params: Any) -> None:
 
 @cli.command("reprocess")
 @database_options
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 10_000),
-    default=500,
-    show_default=True,
-    help="Payloads per transaction.",
-)
+@batch_size_option(500, "Payloads")
 @output_options
 def reprocess_command(batch_size: int, **params: Any) -> None:
     """Rebuild every table from the stored raw payloads, without fetching anything."""
@@ -312,13 +299,7 @@ def reprocess_command(batch_size: int, **params: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Show how many works are due; fetch nothing.")
 @fetch_options
 @database_options
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 10_000),
-    default=200,
-    show_default=True,
-    help="Works per database transaction.",
-)
+@batch_size_option(200, "Works")
 @output_options
 def refresh_command(**params: Any) -> None:
     """Re-fetch known works that are due and append statistics snapshots where counts changed.
@@ -345,8 +326,7 @@ def refresh_command(**params: Any) -> None:
                 due = count_due(database.engine, options)
                 console.print(f"{due} works are due for a refresh (nothing fetched).")
                 raise SystemExit(EXIT_OK)
-            reporter_cm: Any = BarReporter(console) if settings.progress else LogReporter()
-            with reporter_cm as reporter:
+            with make_reporter(settings.progress, console) as reporter:
                 job = RefreshJob(settings, database.engine, reporter, options)
                 summary = asyncio.run(job.run())
     finally:

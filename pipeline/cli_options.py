@@ -124,6 +124,16 @@ fetch_options = _compose(
 )
 
 
+def batch_size_option(default: int, what: str) -> Callable[[F], F]:
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(1, 10_000),
+        default=default,
+        show_default=True,
+        help=f"{what} per database transaction.",
+    )
+
+
 def build_settings(params: dict[str, Any], **extra: Any) -> Settings:
     """The one place options become Settings."""
     token = params.get("api_token")

@@ -113,6 +113,11 @@ class LogReporter:
             log.info("progress: read %d links · %s", counts.get("links", 0), _outcome_text(counts))
 
 
+def make_reporter(progress_bar: bool, console: Console) -> BarReporter | LogReporter:
+    """A progress bar on a terminal (or when asked), periodic log lines otherwise."""
+    return BarReporter(console) if progress_bar else LogReporter()
+
+
 def summary_table(title: str, counts: Mapping[str, int]) -> Table:
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("count", justify="right")
