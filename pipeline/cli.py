@@ -8,7 +8,8 @@ Exit codes (also in the README):
     3   database problem: cannot connect, or the schema needs `ingest db upgrade`
     4   another run holds the lock (overlapping `ingest refresh`); nothing was done
     75  temporary failure: some links still failed after retries (upstream down, rate
-        limited); run the same command again later to finish them
+        limited; a service that does not answer at all stops the run early); run the same
+        command again later to finish them
     77  operator action needed: the upstream rejected the token or its cookie expired
     130 interrupted (Ctrl-C / SIGTERM); committed batches are kept, re-run to continue
 """
@@ -122,6 +123,8 @@ def exit_code_for(status: str, counts: Counter[str]) -> int:
         return EXIT_INTERRUPTED
     if status == "operator_error":
         return EXIT_OPERATOR
+    if status == "failed":
+        return EXIT_TEMPFAIL
     if counts.get("failed_temporary", 0):
         return EXIT_TEMPFAIL
     if counts.get("failed", 0) or counts.get("invalid", 0):

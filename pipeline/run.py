@@ -134,6 +134,8 @@ class FetchJob:
         self.now = now
         self.counts: Counter[str] = Counter()  # committed: what the database holds
         self._uncommitted: Counter[str] = Counter()
+        self._unreachable_in_a_row = 0
+        self._unreachable_limit = max(10, 2 * settings.fetch.concurrency)
         self.run_id: int | None = None
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
@@ -177,9 +179,29 @@ class FetchJob:
             result = await client.fetch(link)
             if result.outcome is Outcome.OPERATOR:
                 # Nothing is recorded for this link: it stays pending and the next run retries.
+                log.error("stopping: %s", result.reason)
                 self.request_stop(result.reason, "operator_error")
                 continue
-            await self._hand_to_writer(outcome_record(link, where, result, self.now()))
+            self._watch_reachability(result)
+            done = outcome_record(link, where, result, self.now())
+            if done.record.outcome != "loaded":
+                log.debug("%s %s: %s", done.record.outcome, link.url, done.record.reason)
+            await self._hand_to_writer(done)
+
+    def _watch_reachability(self, result: FetchResult) -> None:
+        """Stop early when the service is plainly down, instead of spending every link's
+        retries on it: links not reached stay pending, and a re-run later finishes them."""
+        if result.outcome.retryable and result.http_status is None:
+            self._unreachable_in_a_row += 1
+        else:
+            self._unreachable_in_a_row = 0
+        if self._unreachable_in_a_row >= self._unreachable_limit:
+            reason = (
+                f"the upstream service did not answer for {self._unreachable_in_a_row} links "
+                f"in a row (last: {result.reason}); stopped, re-run later"
+            )
+            log.error("stopping: %s", reason)
+            self.request_stop(reason, "failed")
 
     async def _write(self) -> None:
         batch: list[_Done] = []

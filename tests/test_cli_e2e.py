@@ -380,3 +380,32 @@ def test_stdin_is_read_with_a_dash(db_url: str, fake_server: Callable[..., Threa
     )
     assert result.returncode == 0, result.stderr
     assert table_counts(db_url)["works"] == 3
+
+
+def test_an_unreachable_upstream_stops_the_run_early_with_75(db_url: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "urls.txt"
+    path.write_text("".join(f"{i}\n" for i in sample_aweme_ids(200, seed=8)))
+    result = run_ingest(
+        [
+            "run",
+            str(path),
+            "--api-base",
+            f"http://127.0.0.1:{port}",
+            "--retries",
+            "0",
+            "--concurrency",
+            "4",
+            "--no-progress",
+        ],
+        env={"DATABASE_URL": db_url},
+    )
+    assert result.returncode == 75, result.stderr
+    assert "did not answer" in result.stdout + result.stderr
+    counts = table_counts(db_url)
+    # Stopped after a handful of links, not after trying all 200.
+    assert 10 <= counts["share_links"] < 50
