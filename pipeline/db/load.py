@@ -34,7 +34,7 @@ from pipeline.db.models import (
     WorkImage,
     WorkMention,
 )
-from pipeline.flatten import AuthorRow, FlatWork, HashtagRow, MentionRow
+from pipeline.rows import AuthorRow, FlatWork, HashtagRow, MentionRow
 from pipeline.schedule import next_check_at
 
 T = TypeVar("T")
