@@ -14,7 +14,6 @@ Rules every statement here follows:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -282,23 +281,27 @@ def load_works(
             params[column] = [getattr(s, column) for s in stats]
         added = len(conn.execute(_INSERT_CHANGED_STATS, params).all())
 
-    stmt = pg_insert(_table(RawPayload))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[RawPayload.aweme_id],
-        set_={"fetched_at": stmt.excluded.fetched_at, "payload": stmt.excluded.payload},
-        where=stmt.excluded.fetched_at > RawPayload.fetched_at,
-    )
-    conn.execute(
-        stmt,
-        [
-            {
-                "aweme_id": w.work.aweme_id,
-                "fetched_at": w.work.fetched_at,
-                "payload": _strip_nul(json.loads(json.dumps(w.raw, default=str))),
-            }
-            for w in works
-        ],
-    )
+    # Only works whose row was written can carry a newer payload (a newer fetch always moves
+    # last_fetched_at); skipping the rest keeps idempotent re-loads cheap, since cleaning and
+    # sending ~40 KB payloads is most of a load's cost.
+    written_ids = {row.aweme_id for row in written}
+    raw_rows = [
+        {
+            "aweme_id": w.work.aweme_id,
+            "fetched_at": w.work.fetched_at,
+            "payload": _strip_nul(w.raw),
+        }
+        for w in works
+        if w.work.aweme_id in written_ids
+    ]
+    if raw_rows:
+        stmt = pg_insert(_table(RawPayload))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[RawPayload.aweme_id],
+            set_={"fetched_at": stmt.excluded.fetched_at, "payload": stmt.excluded.payload},
+            where=stmt.excluded.fetched_at > RawPayload.fetched_at,
+        )
+        conn.execute(stmt, raw_rows)
     return LoadResult(
         works_inserted=inserted, works_updated=len(written) - inserted, snapshots_added=added
     )
