@@ -48,7 +48,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.logs import configure_logging
-from pipeline.progress import make_reporter, summary_table
+from pipeline.progress import make_reporter, output_console, summary_table
 from pipeline.run import IngestJob, InputSource, RunSummary, dry_run_counts
 
 EXIT_OK = 0
@@ -202,7 +202,7 @@ def run_command(files: tuple[str, ...], **params: Any) -> None:
         dry_run=params["dry_run"],
     )
     setup_logging(settings)
-    console = Console(stderr=False)
+    console = output_console()
     with contextlib.ExitStack() as stack:
         sources = _open_inputs(files, stack)
         if settings.dry_run:
@@ -233,7 +233,7 @@ def demo_command(input_file: Path | None, **params: Any) -> None:
 
     settings = build_settings(params)
     setup_logging(settings)
-    console = Console()
+    console = output_console()
     path = input_file or EXAMPLE_INPUT
     database = open_database(settings)
     try:
@@ -321,7 +321,7 @@ def refresh_command(**params: Any) -> None:
         only_authors=tuple(params["only_authors"]),
         dry_run=params["dry_run"],
     )
-    console = Console()
+    console = output_console()
     database = open_database(settings)
     try:
         with refresh_lock(database.engine):

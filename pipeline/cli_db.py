@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli_options import build_settings, database_options
@@ -17,6 +16,7 @@ from pipeline.db.engine import Database, embedded_server, open_database
 from pipeline.db.migrate import current_revision, head_revision, upgrade
 from pipeline.db.runs import failed_links, recent_runs
 from pipeline.errors import UsageError
+from pipeline.progress import output_console
 
 
 def _database(params: dict[str, Any], *, require_schema: bool = True) -> Database:
@@ -130,7 +130,7 @@ def runs_command(limit: int, as_json: bool, **params: Any) -> None:
         table.add_row(
             str(r.run_id), r.kind, r.status, f"{r.started_at:%Y-%m-%d %H:%M:%S}", took, counts
         )
-    Console().print(table)
+    output_console().print(table)
 
 
 @click.command("failures")
@@ -164,7 +164,7 @@ def failures_command(run_id: int | None, export: Path | None, **params: Any) -> 
         table.add_row(
             r.last_outcome, r.url, r.last_reason or "", r.source or "", str(r.last_run_id)
         )
-    Console().print(table)
+    output_console().print(table)
 
 
 _RUN_COUNT_KEYS = (

@@ -20,16 +20,10 @@ EXAMPLE_INPUT = Path(__file__).resolve().parents[1] / "inputs" / "example_urls.t
 DEMO_GONE_ID = 7223326284024139065
 
 SAMPLE_QUERY = """\
-SELECT w.aweme_id, w.kind, a.nickname AS author, s.digg_count AS likes,
-       s.comment_count AS comments,
-       (SELECT string_agg(h.hashtag_name, ' ' ORDER BY h.position)
-          FROM work_hashtags h WHERE h.aweme_id = w.aweme_id) AS hashtags
-  FROM works w
-  LEFT JOIN authors a ON a.uid = w.author_uid
-  LEFT JOIN LATERAL (
-        SELECT * FROM work_stats ws WHERE ws.aweme_id = w.aweme_id
-         ORDER BY ws.captured_at DESC LIMIT 1) s ON true
- ORDER BY s.digg_count DESC NULLS LAST
+SELECT aweme_id, kind, author_nickname AS author, digg_count AS likes,
+       image_count AS images, array_to_string(hashtags, ' ') AS hashtags
+  FROM works_enriched
+ ORDER BY digg_count DESC NULLS LAST
  LIMIT 5"""
 
 
@@ -49,11 +43,14 @@ def print_sample(console: Console, engine: Engine) -> None:
         result = conn.execute(text(SAMPLE_QUERY))
         columns = list(result.keys())
         rows = result.all()
-    console.print("\n[bold]Try it yourself[/bold] (`ingest db psql`), e.g. the most liked works:")
+    console.print(
+        "\n[bold]Try it yourself[/bold] with `ingest db psql` (the tables and views are in "
+        "docs/schema.md, more queries in docs/queries.sql), e.g. the most liked works:"
+    )
     console.print(SAMPLE_QUERY, markup=False, highlight=False)
     table = Table(header_style="bold")
     for c in columns:
-        table.add_column(c, overflow="fold")
+        table.add_column(c, overflow="fold", no_wrap=c == "aweme_id")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)

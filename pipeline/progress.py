@@ -7,6 +7,7 @@ CI, pipes): one log line every `interval_s` seconds, so logs stay readable.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -111,6 +112,12 @@ class LogReporter:
         if now - self._last >= self._interval:
             self._last = now
             log.info("progress: read %d links · %s", counts.get("links", 0), _outcome_text(counts))
+
+
+def output_console() -> Console:
+    """Where summaries and tables go: stdout, at least 120 columns wide when it is not a
+    terminal (rich would otherwise wrap at 80 in logs and pipes)."""
+    return Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def make_reporter(progress_bar: bool, console: Console) -> BarReporter | LogReporter:
