@@ -176,14 +176,23 @@ class FetchJob:
     async def _fetch_worker(self, client: UpstreamClient) -> None:
         while (item := await self._fetch_q.get()) is not None:
             link, where = item
-            result = await client.fetch(link)
-            if result.outcome is Outcome.OPERATOR:
-                # Nothing is recorded for this link: it stays pending and the next run retries.
-                log.error("stopping: %s", result.reason)
-                self.request_stop(result.reason, "operator_error")
-                continue
-            self._watch_reachability(result)
-            done = outcome_record(link, where, result, self.now())
+            try:
+                result = await client.fetch(link)
+                if result.outcome is Outcome.OPERATOR:
+                    # Nothing is recorded for this link: it stays pending; the next run retries.
+                    log.error("stopping: %s", result.reason)
+                    self.request_stop(result.reason, "operator_error")
+                    continue
+                self._watch_reachability(result)
+                done = outcome_record(link, where, result, self.now())
+            except Exception as exc:
+                # A bug must not kill a worker (the queues would stall) nor lose the link.
+                log.exception("internal error on %s", link.url)
+                record = LinkRecord(
+                    link.key, link.url, link.aweme_id, "failed",
+                    f"internal error: {exc.__class__.__name__}", 0, where,
+                )  # fmt: skip
+                done = _Done(record, None, temporary=True)
             if done.record.outcome != "loaded":
                 log.debug("%s %s: %s", done.record.outcome, link.url, done.record.reason)
             await self._hand_to_writer(done)
@@ -203,7 +212,19 @@ class FetchJob:
             log.error("stopping: %s", reason)
             self.request_stop(reason, "failed")
 
+    async def _end_of_input(self, workers: int) -> None:
+        for _ in range(workers):
+            await self._fetch_q.put(None)
+
     async def _write(self) -> None:
+        try:
+            await self._write_batches()
+        except Exception as exc:
+            # Stop fetching what could not be stored; the error itself surfaces from run().
+            self.request_stop(f"database write failed: {exc.__class__.__name__}", "failed")
+            raise
+
+    async def _write_batches(self) -> None:
         batch: list[_Done] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.batch_seconds
@@ -276,17 +297,20 @@ class FetchJob:
                 producer = asyncio.create_task(self._produce())
                 stopper = asyncio.create_task(self._stop.wait())
                 await asyncio.wait({producer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if producer.done():
+                if producer.done() and not self._stop.is_set():
                     producer.result()  # re-raise input errors
-                    for _ in workers:
-                        await _put_or_stop(self._fetch_q, None, self._stop)
                     all_workers: asyncio.Future[Any] = asyncio.gather(*workers)
+                    # One end-of-input marker per worker, sent alongside so that a stop (a
+                    # signal, a failed write) can never leave this waiting on a full queue.
+                    ender = asyncio.create_task(self._end_of_input(len(workers)))
                     await asyncio.wait([all_workers, stopper], return_when=asyncio.FIRST_COMPLETED)
+                    ender.cancel()
                 for task in (producer, *workers):
                     task.cancel()
                 await asyncio.gather(producer, *workers, return_exceptions=True)
                 stopper.cancel()
-                await self._write_q.put(None)
+                if not writer.done():
+                    await self._write_q.put(None)
                 await writer
         finally:
             self._remove_signal_handlers(loop)
@@ -401,15 +425,6 @@ class IngestJob(FetchJob):
     def _known(self, keys: list[str], ids: list[int]) -> set[str]:
         with self.engine.connect() as conn:
             return known_links(conn, keys, ids)
-
-
-async def _put_or_stop(
-    queue: asyncio.Queue[tuple[ShareLink, str] | None],
-    item: None,
-    stop: asyncio.Event,
-) -> None:
-    if not stop.is_set():
-        await queue.put(item)
 
 
 def dry_run_counts(sources: Iterable[InputSource]) -> Counter[str]:

@@ -209,12 +209,16 @@ def test_nul_and_lone_surrogates_are_cleaned_not_fatal(
     assert title == "half an emoji ?"
 
 
-def _varied(details: list[dict[str, Any]], n: int) -> list[FlatWork]:
+def _varied(details: list[dict[str, Any]], n: int, round_no: int) -> list[FlatWork]:
+    """n distinct works whose authors are new in every round (the racy case: two writers
+    inserting the same new author at once)."""
     works = []
     for i in range(n):
         d = copy.deepcopy(details[i % len(details)])
-        aweme_id = str(7_000_000_000_000_000_000 + i)
+        aweme_id = str(7_000_000_000_000_000_000 + round_no * 1000 + i)
         d["aweme_id"] = d["group_id"] = aweme_id
+        d["author"]["uid"] = str(10_000_000_000 + round_no * 10 + i % 3)
+        d["author"]["sec_uid"] = f"MS4wLjABAAAA-round{round_no}-author{i % 3}"
         works.append(flatten(d, T0 + timedelta(seconds=i)))
     return works
 
@@ -223,24 +227,21 @@ def test_concurrent_writers_in_opposite_orders_do_not_deadlock(
     db_url: str, details: list[dict[str, Any]]
 ) -> None:
     engine: Engine = create_engine(db_url)
-    works = _varied(details, 60)
+    rounds = [_varied(details, 60, r) for r in range(25)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
 
-    def writer(batch: list[FlatWork]) -> None:
+    def writer(reverse: bool) -> None:
         try:
-            for _ in range(5):
+            for batch in rounds:
                 barrier.wait(timeout=10)
                 with engine.begin() as conn:
                     conn.execute(text("SET LOCAL lock_timeout = '20s'"))
-                    load_works(conn, batch)
+                    load_works(conn, list(reversed(batch)) if reverse else batch)
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [
-        threading.Thread(target=writer, args=(works,)),
-        threading.Thread(target=writer, args=(list(reversed(works)),)),
-    ]
+    threads = [threading.Thread(target=writer, args=(r,)) for r in (False, True)]
     for t in threads:
         t.start()
     for t in threads:
@@ -248,7 +249,8 @@ def test_concurrent_writers_in_opposite_orders_do_not_deadlock(
     try:
         assert not errors, errors
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM works")).scalar_one() == 60
-            assert conn.execute(text("SELECT count(*) FROM work_stats")).scalar_one() == 60
+            assert conn.execute(text("SELECT count(*) FROM works")).scalar_one() == 1500
+            assert conn.execute(text("SELECT count(*) FROM work_stats")).scalar_one() == 1500
+            assert conn.execute(text("SELECT count(*) FROM authors")).scalar_one() == 75
     finally:
         engine.dispose()

@@ -156,6 +156,23 @@ def _sync_children(
     conn.execute(stmt, list(rows))
 
 
+_LOCK_AUTHORS = text(
+    "SELECT count(pg_advisory_xact_lock(1095, h)) FROM ("
+    "  SELECT DISTINCT hashtext(CAST(k AS text)) AS h"
+    "  FROM unnest(CAST(:uids AS bigint[])) AS k ORDER BY h"
+    ") sorted"
+)
+
+
+def _lock_new_author_keys(conn: Connection, uids: Sequence[int]) -> None:
+    """Serialize writers that insert the same author. ON CONFLICT (uid) only arbitrates the
+    primary key: two transactions inserting the same new author at once would otherwise collide
+    on the UNIQUE sec_uid index and fail. Transaction-scoped advisory locks, taken in key order,
+    make the second writer wait and then take the update path."""
+    if uids:
+        conn.execute(_LOCK_AUTHORS, {"uids": list(uids)})
+
+
 _INSERT_CHANGED_STATS = text(
     f"""
     INSERT INTO work_stats (aweme_id, captured_at, {", ".join(_STAT_COLUMNS)})
@@ -193,6 +210,7 @@ def load_works(
     authors = _newest_by_key(
         (w.author for w in works if w.author is not None), lambda a: a.uid, lambda a: a.seen_at
     )
+    _lock_new_author_keys(conn, [a.uid for a in authors])
     _upsert_newest(
         conn,
         _table(Author),
