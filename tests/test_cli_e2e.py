@@ -3,6 +3,7 @@ PostgreSQL database: accounting of every line, exit codes, idempotence, kill -9 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -65,8 +66,9 @@ def fetch_args(fake: ThreadedFake, *extra: str) -> list[str]:
     return ["--api-base", fake.url, "--resolve-base", fake.url, "--no-progress", *extra]
 
 
+@pytest.mark.parametrize("style", ["seed", "amagi"])
 def test_a_thousand_links_with_faults_are_all_accounted_for(
-    db_url: str, fake_server: Callable[..., ThreadedFake], tmp_path: Path
+    db_url: str, fake_server: Callable[..., ThreadedFake], tmp_path: Path, style: str
 ) -> None:
     faults = FaultConfig(
         error_5xx_rate=0.05,
@@ -107,6 +109,8 @@ def test_a_thousand_links_with_faults_are_all_accounted_for(
             *fetch_args(
                 fake, "--rate", "300", "--concurrency", "16", "--timeout", "1", "--retries", "3"
             ),
+            "--api-style",
+            style,
         ],
         env={"DATABASE_URL": db_url},
         timeout=300,
@@ -401,11 +405,16 @@ def test_an_unreachable_upstream_stops_the_run_early_with_75(db_url: str, tmp_pa
             "--concurrency",
             "4",
             "--no-progress",
+            "--log-format",
+            "json",
         ],
         env={"DATABASE_URL": db_url},
     )
     assert result.returncode == 75, result.stderr
-    assert "did not answer" in result.stdout + result.stderr
+    assert "did not answer" in result.stdout
+    # --log-format json: every stderr line is one JSON object.
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert any(r["level"] == "error" and "did not answer" in r["message"] for r in records)
     counts = table_counts(db_url)
     # Stopped after a handful of links, not after trying all 200.
     assert 10 <= counts["share_links"] < 50
