@@ -270,29 +270,32 @@ def _split_lines(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
 
 
 class Deduplicator:
-    """Remembers which links this run has seen, by `ShareLink.key`.
+    """Remembers which links this run has seen, by `ShareLink.key`, in bounded memory.
 
-    Work ids are kept as ints and short links as strings (same equivalence as `key`, less
-    memory). Measured: ~70 bytes per work id, ~110 per short link, so 10 million distinct links
-    cost 0.7–1.1 GB. Beyond that, split the input into several runs (the database skips links
-    an earlier run already loaded).
+    Keys are work ids (ints) or short-link URLs (strs): the same equivalence as `key`, with less
+    memory (~70-110 bytes each). Two generations of at most `capacity // 2` keys each are kept;
+    when the newer one fills up the older one is dropped. So memory stays bounded (~200 MB at the
+    default) on any input, and a repeat farther back than ~`capacity // 2` distinct links is not
+    caught here: the database check catches it instead (the first copy is loaded by then), or at
+    worst the work is fetched once more, which changes nothing (loads are idempotent).
     """
 
-    def __init__(self) -> None:
-        self._ids: set[int] = set()
-        self._urls: set[str] = set()
+    def __init__(self, capacity: int = 2_000_000) -> None:
+        if capacity < 2:
+            raise ValueError("capacity must be at least 2")
+        self._half = capacity // 2
+        self._recent: set[int | str] = set()
+        self._older: set[int | str] = set()
 
     def seen(self, link: ShareLink) -> bool:
-        """True if an equal link was already seen this run; records it otherwise."""
-        if link.aweme_id is not None:
-            if link.aweme_id in self._ids:
-                return True
-            self._ids.add(link.aweme_id)
-        else:
-            if link.url in self._urls:
-                return True
-            self._urls.add(link.url)
+        """True if an equal link was seen recently in this run; records it otherwise."""
+        key: int | str = link.aweme_id if link.aweme_id is not None else link.url
+        if key in self._recent or key in self._older:
+            return True
+        if len(self._recent) >= self._half:
+            self._older, self._recent = self._recent, set()
+        self._recent.add(key)
         return False
 
     def __len__(self) -> int:
-        return len(self._ids) + len(self._urls)
+        return len(self._recent) + len(self._older)

@@ -243,6 +243,17 @@ def test_deduplicator() -> None:
     assert len(dedup) == 4
 
 
+def test_deduplicator_memory_is_bounded() -> None:
+    dedup = Deduplicator(capacity=4)  # two generations of two keys
+    ids = [VIDEO_ID + n for n in range(10)]
+    for aweme_id in ids:
+        assert not dedup.seen(_work(aweme_id))
+        assert len(dedup) <= 4
+    assert dedup.seen(_work(ids[-1]))  # recent: remembered
+    assert dedup.seen(_work(ids[-3]))  # previous generation: still remembered
+    assert not dedup.seen(_work(ids[0]))  # long gone: left to the database check
+
+
 # --- the streaming reader -----------------------------------------------------------------
 
 
