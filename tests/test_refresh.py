@@ -267,3 +267,56 @@ def test_due_selection_uses_an_index_not_a_scan_of_works(
     plan_text = "\n".join(plan)
     assert "Seq Scan on works" not in plan_text, plan_text
     assert "ix_works_" in plan_text, plan_text
+
+
+def test_due_filters_stale_after_max_age_and_only_author(db_url: str) -> None:
+    from pipeline.refresh import count_due
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO authors (uid, sec_uid) VALUES (1, 'MS4wLjABAAAA-a'), "
+                "(2, 'MS4wLjABAAAA-b')"
+            )
+        )
+        # (id, author, published days ago, last checked hours ago, due in hours, gone)
+        rows = [
+            (7000000000000000001, 1, 0.5, 2, -1, False),  # young, due
+            (7000000000000000002, 1, 10, 30, -6, False),  # a month old, due
+            (7000000000000000003, 2, 400, 200, -30, False),  # old, due
+            (7000000000000000004, 2, 400, 1, 100, False),  # old, not due
+            (7000000000000000005, 2, 400, 500, -300, True),  # gone: never due
+        ]
+        for aweme_id, author, age_d, checked_h, due_h, gone in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO works (aweme_id, author_uid, kind, created_at, "
+                    "last_fetched_at, next_check_at, gone_at) VALUES (:id, :a, 'video', "
+                    ":now - make_interval(hours => :age), :now - make_interval(hours => :chk), "
+                    ":now + make_interval(hours => :due), CASE WHEN :gone THEN :now END)"
+                ),
+                {
+                    "id": aweme_id,
+                    "a": author,
+                    "now": now,
+                    "age": int(age_d * 24),
+                    "chk": checked_h,
+                    "due": due_h,
+                    "gone": gone,
+                },
+            )
+
+    def due(**options: object) -> int:
+        return count_due(engine, RefreshOptions(**options), as_of=now)  # type: ignore[arg-type]
+
+    try:
+        assert due() == 3
+        assert due(stale_after=timedelta(hours=24)) == 2  # checked 30 h and 200 h ago
+        assert due(max_age=timedelta(days=30)) == 2
+        assert due(only_authors=("MS4wLjABAAAA-b",)) == 1
+        assert due(only_authors=("MS4wLjABAAAA-a", "MS4wLjABAAAA-b")) == 3
+        assert due(only_authors=("MS4wLjABAAAA-nobody",)) == 0
+    finally:
+        engine.dispose()
