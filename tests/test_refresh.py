@@ -320,3 +320,38 @@ def test_due_filters_stale_after_max_age_and_only_author(db_url: str) -> None:
         assert due(only_authors=("MS4wLjABAAAA-nobody",)) == 0
     finally:
         engine.dispose()
+
+
+async def _refresh_with_budget(db_url: str, tmp_path: Path) -> None:
+    from pipeline.refresh import count_due
+
+    engine = create_engine(db_url)
+    ids = sample_aweme_ids(30, seed=14)
+    path = tmp_path / "urls.txt"
+    path.write_text("".join(f"{i}\n" for i in ids))
+    clock = Clock(T0)
+    async with FakeUpstream(seed=14) as fake:
+        base = await fake.start()
+        fast = Settings(fetch=FetchSettings(api_base=base, rate=500), batch_seconds=0.2)
+        with path.open("rb") as stream:
+            job = IngestJob(fast, engine, NullReporter(), [InputSource("u", stream)], now=clock)
+            await job.run()
+        clock.t = T0 + timedelta(days=8)  # everything is due
+        slow = Settings(
+            fetch=FetchSettings(api_base=base, rate=5, concurrency=2), batch_seconds=0.2
+        )
+        options = RefreshOptions(budget_seconds=1.0)
+        summary = await RefreshJob(slow, engine, NullReporter(), options, now=clock).run()
+    assert summary.status == "succeeded"
+    assert summary.counts["stopped_by_budget"] == 1
+    assert 0 < summary.counts["due"] < 30
+    assert summary.counts["loaded"] == summary.counts["due"]  # started fetches were finished
+    left = count_due(engine, RefreshOptions(), as_of=clock.t)
+    assert left == 30 - summary.counts["due"]  # the rest is still due for the next run
+    engine.dispose()
+
+
+def test_budget_seconds_stops_starting_fetches_and_leaves_the_rest_due(
+    db_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(_refresh_with_budget(db_url, tmp_path))
