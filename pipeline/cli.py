@@ -148,7 +148,10 @@ def _open_inputs(files: Sequence[str], stack: contextlib.ExitStack) -> list[Inpu
         try:
             stream = stack.enter_context(open(name, "rb"))  # noqa: SIM115
         except OSError as exc:
-            raise UsageError(f"cannot read input file {name!r}: {exc.strerror}") from None
+            hint = ""
+            if isinstance(exc, FileNotFoundError) and not any(c in name for c in "./\\"):
+                hint = " (nor is it a command: see `ingest --help`)"
+            raise UsageError(f"cannot read input file {name!r}: {exc.strerror}{hint}") from None
         sources.append(InputSource(name, stream))
     return sources
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 
@@ -38,6 +39,16 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def without_userinfo(url: str) -> str:
+    """The URL without any `user:password@` part, safe to record."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def default_data_dir() -> Path:
@@ -74,7 +85,7 @@ class Settings:
         """Options worth recording on a run, with every secret left out."""
         f = self.fetch
         return {
-            "api_base": f.api_base,
+            "api_base": without_userinfo(f.api_base),
             "api_style": f.api_style,
             "api_token_set": f.api_token is not None,
             "rate": f.rate,

@@ -180,7 +180,7 @@ class FetchJob:
                 result = await client.fetch(link)
                 if result.outcome is Outcome.OPERATOR:
                     # Nothing is recorded for this link: it stays pending; the next run retries.
-                    log.error("stopping: %s", result.reason)
+                    # (The client has logged the reason once.)
                     self.request_stop(result.reason, "operator_error")
                     continue
                 self._watch_reachability(result)
