@@ -69,3 +69,28 @@ def test_a_file_name_is_the_default_action() -> None:
     # urls.txt does not exist: the run command (not "no such command") reports it.
     assert "cannot read input file" in str(result.exception) or result.exit_code != 0
     assert "No such command" not in result.output
+
+
+def test_readme_documents_every_option_of_the_main_command_and_every_exit_code() -> None:
+    import re
+    from pathlib import Path
+
+    import pipeline.cli as cli_module
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(--[a-z-]+)", readme, flags=re.M))
+    documented |= {"--quiet", "--verbose"} if "`-q` / `-v`" in readme else set()
+    run = cli.commands["run"]
+    options = {
+        opt
+        for p in run.params
+        if isinstance(p, click.Option)
+        for opt in p.opts
+        if opt.startswith("--") and opt != "--help"
+    }
+    # "--progress/--no-progress" is one row in the table.
+    documented |= {"--no-progress"} if "--progress" in documented else set()
+    assert options - documented == set(), "options missing from the README table"
+    codes = {getattr(cli_module, name) for name in dir(cli_module) if name.startswith("EXIT_")}
+    table_codes = {int(c) for c in re.findall(r"^\| (\d+) \|", readme, flags=re.M)}
+    assert codes == table_codes, "exit codes in README differ from pipeline/cli.py"
