@@ -78,7 +78,7 @@ def test_readme_documents_every_option_of_the_main_command_and_every_exit_code()
     import pipeline.cli as cli_module
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^\| `(--[a-z-]+)", readme, flags=re.M))
+    documented = set(re.findall(r"^\| `(--[a-z-]+)[ `/]", readme, flags=re.M))
     documented |= {"--quiet", "--verbose"} if "`-q` / `-v`" in readme else set()
     run = cli.commands["run"]
     options = {
