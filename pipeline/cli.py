@@ -167,11 +167,11 @@ def print_summary(console: Console, title: str, summary: RunSummary) -> None:
         )
 
 
-def run_job(settings: Settings, sources: Sequence[InputSource], console: Console) -> RunSummary:
+def run_job(settings: Settings, sources: Sequence[InputSource]) -> RunSummary:
     """Open the database, run the ingest job, and always dispose of the engine."""
     database = open_database(settings)
     try:
-        with make_reporter(settings.progress, console) as reporter:
+        with make_reporter(settings.progress) as reporter:
             job = IngestJob(settings, database.engine, reporter, sources)
             return asyncio.run(job.run())
     finally:
@@ -215,7 +215,7 @@ def run_command(files: tuple[str, ...], **params: Any) -> None:
                 f"{counts['to_fetch']} links would be fetched (before skipping known ones)."
             )
             raise SystemExit(EXIT_SOME_FAILED if counts["invalid"] else EXIT_OK)
-        summary = run_job(settings, sources, console)
+        summary = run_job(settings, sources)
     print_summary(console, f"ingest run {summary.run_id}: {summary.status}", summary)
     raise SystemExit(exit_code_for(summary.status, summary.counts))
 
@@ -243,7 +243,7 @@ def demo_command(input_file: Path | None, **params: Any) -> None:
         console.print(f"database: {database.describe()}")
         with open(path, "rb") as stream:
             sources = [InputSource(path.name, stream)]
-            with make_reporter(settings.progress, console) as reporter:
+            with make_reporter(settings.progress) as reporter:
                 summary = asyncio.run(run_demo(settings, database.engine, sources, reporter))
         print_summary(console, f"demo run {summary.run_id}: {summary.status}", summary)
         print_sample(console, database.engine)
@@ -332,7 +332,7 @@ def refresh_command(**params: Any) -> None:
                 due = count_due(database.engine, options)
                 console.print(f"{due} works are due for a refresh (nothing fetched).")
                 raise SystemExit(EXIT_OK)
-            with make_reporter(settings.progress, console) as reporter:
+            with make_reporter(settings.progress) as reporter:
                 job = RefreshJob(settings, database.engine, reporter, options)
                 summary = asyncio.run(job.run())
     finally:

@@ -28,12 +28,14 @@ database_options = _compose(
     click.option(
         "--database-url",
         envvar="DATABASE_URL",
+        show_envvar=True,
         metavar="URL",
         help="PostgreSQL URL. Default: the embedded database in --data-dir.",
     ),
     click.option(
         "--data-dir",
         envvar="INGEST_DATA_DIR",
+        show_envvar=True,
         type=click.Path(file_okay=False, path_type=Path),
         default=default_data_dir,
         show_default="per-user data directory",
@@ -52,6 +54,7 @@ output_options = _compose(
         type=click.Choice(["text", "json"]),
         default="text",
         envvar="INGEST_LOG_FORMAT",
+        show_envvar=True,
         show_default=True,
         help="Log line format on stderr.",
     ),
@@ -63,6 +66,8 @@ fetch_options = _compose(
     click.option(
         "--api-base",
         envvar="DOUYIN_API_BASE",
+        metavar="URL",
+        show_envvar=True,
         default="http://127.0.0.1:8000",
         show_default=True,
         help="Base URL of the parsing service.",
@@ -71,6 +76,7 @@ fetch_options = _compose(
         "--api-style",
         type=click.Choice(["seed", "amagi"]),
         envvar="DOUYIN_API_STYLE",
+        show_envvar=True,
         default="seed",
         show_default=True,
         help=(
@@ -81,6 +87,7 @@ fetch_options = _compose(
     click.option(
         "--api-token",
         envvar="DOUYIN_API_TOKEN",
+        show_envvar=True,
         metavar="TOKEN",
         help="Bearer token for the service (prefer the env var; never printed or stored).",
     ),
@@ -115,6 +122,7 @@ fetch_options = _compose(
     click.option(
         "--resolve-base",
         envvar="DOUYIN_RESOLVE_BASE",
+        show_envvar=True,
         metavar="URL",
         help=(
             "amagi style: send short-link lookups here instead of https://v.douyin.com "

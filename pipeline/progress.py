@@ -120,9 +120,10 @@ def output_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=120)
 
 
-def make_reporter(progress_bar: bool, console: Console) -> BarReporter | LogReporter:
-    """A progress bar on a terminal (or when asked), periodic log lines otherwise."""
-    return BarReporter(console) if progress_bar else LogReporter()
+def make_reporter(progress_bar: bool) -> BarReporter | LogReporter:
+    """A progress bar on stderr when it is a terminal (or when asked), periodic log lines
+    otherwise; stdout keeps only the summary, so it can be piped."""
+    return BarReporter(Console(stderr=True)) if progress_bar else LogReporter()
 
 
 def summary_table(title: str, counts: Mapping[str, int]) -> Table:
