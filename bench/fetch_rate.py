@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 
 from bench.common import Result, create_database, drop_database, median, pg_server, print_results
 from pipeline.config import FetchSettings, Settings
-from pipeline.run import IngestJob, InputSource
+from pipeline.ingest import IngestJob, InputSource
 from pipeline.testing.fake_upstream import SEED_PATH, FakeUpstream, FaultConfig
 from pipeline.testing.payloads import sample_aweme_ids
 

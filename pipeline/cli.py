@@ -47,9 +47,10 @@ from pipeline.errors import (
     UpstreamUnavailable,
     UsageError,
 )
+from pipeline.ingest import IngestJob, InputSource, dry_run_counts
 from pipeline.logs import configure_logging
 from pipeline.progress import make_reporter, output_console, summary_table
-from pipeline.run import IngestJob, InputSource, RunSummary, dry_run_counts
+from pipeline.run import RunSummary
 
 EXIT_OK = 0
 EXIT_USAGE = 1

@@ -11,7 +11,8 @@ from rich.table import Table
 from sqlalchemy import Engine, text
 
 from pipeline.config import Settings
-from pipeline.run import IngestJob, InputSource, Reporter, RunSummary
+from pipeline.ingest import IngestJob, InputSource
+from pipeline.run import Reporter, RunSummary
 from pipeline.testing.fake_upstream import FakeUpstream, FaultConfig
 
 EXAMPLE_INPUT = Path(__file__).resolve().parents[1] / "inputs" / "example_urls.txt"

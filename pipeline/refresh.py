@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, text
 from pipeline.config import Settings
 from pipeline.errors import AlreadyRunning
 from pipeline.inputs import ShareLink, canonical_link
-from pipeline.run import FetchJob, Reporter, _Done, _now
+from pipeline.run import FetchedLink, FetchJob, Reporter, utc_now
 from pipeline.schedule import RETRY_FAILED_AFTER
 
 # pg_advisory_lock key: any constant unique to this job.
@@ -93,7 +93,7 @@ def iter_due_pages(
 
 def count_due(engine: Engine, options: RefreshOptions, as_of: datetime | None = None) -> int:
     """How many works a refresh would check now (before --limit and --budget-seconds)."""
-    moment = as_of or _now()
+    moment = as_of or utc_now()
     return sum(len(page) for page in iter_due_pages(engine, options, moment, page=10_000))
 
 
@@ -125,7 +125,7 @@ class RefreshJob(FetchJob):
         reporter: Reporter,
         options: RefreshOptions,
         *,
-        now: Callable[[], datetime] = _now,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         super().__init__(settings, engine, reporter, now=now)
         self.options = options
@@ -148,13 +148,13 @@ class RefreshJob(FetchJob):
                 self.counts["due"] += 1
                 await self._fetch_q.put((_refresh_link(aweme_id, url, self.settings), "refresh"))
 
-    async def _flush(self, batch: list[_Done]) -> None:
+    async def _flush(self, batch: list[FetchedLink]) -> None:
         await super()._flush(batch)
         self.counts["fetched"] = self.counts["loaded"]
         self.counts["changed"] = self.counts["snapshots_added"]
         self.counts["unchanged"] = self.counts["loaded"] - self.counts["snapshots_added"]
 
-    def _record(self, conn: Connection, batch: Sequence[_Done]) -> None:
+    def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> None:
         now = self.now()
         gone = sorted(
             (d.record.aweme_id, d.record.reason or "gone")

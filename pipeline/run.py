@@ -1,6 +1,9 @@
 """The orchestrator: the only place that knows the order of the stages and commits.
 
-    read inputs ──► fetch (N workers, one rate limiter) ──► flatten ──► batch writer ──► commit
+    links ──► fetch (N workers, one rate limiter) ──► flatten ──► batch writer ──► commit
+
+`FetchJob` is that machinery; where the links come from is its subclasses' business:
+`pipeline.ingest.IngestJob` reads input files, `pipeline.refresh.RefreshJob` picks due works.
 
 Stages are joined by bounded queues, so memory stays flat whatever the input size, and the
 database work runs in a thread so fetching never waits on it. Each batch is one transaction:
@@ -15,10 +18,10 @@ import contextlib
 import logging
 import signal
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
@@ -27,31 +30,22 @@ from pipeline.db.load import LoadResult, load_works
 from pipeline.db.runs import (
     LinkRecord,
     finish_run,
-    known_links,
     record_links,
     save_progress,
     start_run,
 )
 from pipeline.flatten import FlatWork, NotAWork, flatten
-from pipeline.inputs import Deduplicator, ShareLink, iter_input_lines
+from pipeline.inputs import ShareLink
 from pipeline.upstream.client import UpstreamClient
 from pipeline.upstream.outcomes import FetchResult, Outcome
 
 log = logging.getLogger(__name__)
-
-_KNOWN_CHECK_CHUNK = 500
 
 
 class Reporter(Protocol):
     """Where progress goes: a progress bar on a terminal, log lines otherwise."""
 
     def update(self, counts: Counter[str]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class InputSource:
-    name: str
-    stream: BinaryIO
 
 
 @dataclass(slots=True)
@@ -63,7 +57,7 @@ class RunSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class _Done:
+class FetchedLink:
     """What a fetch worker hands the writer: one link's outcome and, when loaded, its rows."""
 
     record: LinkRecord
@@ -71,29 +65,19 @@ class _Done:
     temporary: bool = False
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _source_of(name: str, line_no: int) -> str:
-    return f"{name}:{line_no}"
-
-
-def _invalid_key(text: str) -> str:
-    import hashlib
-
-    return "invalid:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
-
-
-def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datetime) -> _Done:
+def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datetime) -> FetchedLink:
     """Map one fetch result to the link's recorded fate (and the rows to load, if any)."""
     aweme_id = result.aweme_id if result.aweme_id is not None else link.aweme_id
 
     def done(
         outcome: str, reason: str | None, work: FlatWork | None = None, temp: bool = False
-    ) -> _Done:
+    ) -> FetchedLink:
         key = f"aweme:{aweme_id}" if link.aweme_id is not None else link.key
-        return _Done(
+        return FetchedLink(
             LinkRecord(key, link.url, aweme_id, outcome, reason, result.attempts, source),
             work,
             temp,
@@ -126,7 +110,7 @@ class FetchJob:
         engine: Engine,
         reporter: Reporter,
         *,
-        now: Callable[[], datetime] = _now,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -142,7 +126,7 @@ class FetchJob:
         self._status_override: str | None = None
         concurrency = settings.fetch.concurrency
         self._fetch_q: asyncio.Queue[tuple[ShareLink, str] | None] = asyncio.Queue(concurrency * 4)
-        self._write_q: asyncio.Queue[_Done | None] = asyncio.Queue(settings.batch_size * 2)
+        self._write_q: asyncio.Queue[FetchedLink | None] = asyncio.Queue(settings.batch_size * 2)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -152,7 +136,7 @@ class FetchJob:
         shown.update(self._uncommitted)
         self.reporter.update(shown)
 
-    async def _hand_to_writer(self, done: _Done) -> None:
+    async def _hand_to_writer(self, done: FetchedLink) -> None:
         self._uncommitted[done.record.outcome] += 1
         await self._write_q.put(done)
         self.report()
@@ -168,7 +152,7 @@ class FetchJob:
         """Put (link, source) pairs on `self._fetch_q` until done or `self._stop` is set."""
         raise NotImplementedError
 
-    def _record(self, conn: Connection, batch: Sequence[_Done]) -> None:
+    def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> None:
         """Besides loading the works: write what became of each link."""
         assert self.run_id is not None
         record_links(conn, self.run_id, [d.record for d in batch])
@@ -192,7 +176,7 @@ class FetchJob:
                     link.key, link.url, link.aweme_id, "failed",
                     f"internal error: {exc.__class__.__name__}", 0, where,
                 )  # fmt: skip
-                done = _Done(record, None, temporary=True)
+                done = FetchedLink(record, None, temporary=True)
             if done.record.outcome != "loaded":
                 log.debug("%s %s: %s", done.record.outcome, link.url, done.record.reason)
             await self._hand_to_writer(done)
@@ -225,7 +209,7 @@ class FetchJob:
             raise
 
     async def _write_batches(self) -> None:
-        batch: list[_Done] = []
+        batch: list[FetchedLink] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.batch_seconds
         while True:
@@ -244,7 +228,7 @@ class FetchJob:
                 batch = []
                 deadline = loop.time() + self.settings.batch_seconds
 
-    async def _flush(self, batch: list[_Done]) -> None:
+    async def _flush(self, batch: list[FetchedLink]) -> None:
         if not batch:
             return
         counts = self.counts.copy()
@@ -264,7 +248,7 @@ class FetchJob:
         self.counts["snapshots_added"] += result.snapshots_added
         self.report()
 
-    def _commit(self, batch: list[_Done], counts: Counter[str]) -> LoadResult:
+    def _commit(self, batch: list[FetchedLink], counts: Counter[str]) -> LoadResult:
         assert self.run_id is not None
         with self.engine.begin() as conn:
             result = load_works(conn, [d.work for d in batch if d.work is not None])
@@ -350,94 +334,3 @@ class FetchJob:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-
-
-class IngestJob(FetchJob):
-    """One `ingest FILE…` run: `await IngestJob(settings, engine, reporter, sources).run()`."""
-
-    kind = "ingest"
-
-    def __init__(
-        self,
-        settings: Settings,
-        engine: Engine,
-        reporter: Reporter,
-        sources: Sequence[InputSource],
-        *,
-        now: Callable[[], datetime] = _now,
-    ) -> None:
-        super().__init__(settings, engine, reporter, now=now)
-        self.sources = sources
-
-    async def _produce(self) -> None:
-        dedup = Deduplicator()
-        pending: list[tuple[ShareLink, str]] = []
-        for source in self.sources:
-            reader = iter_input_lines(source.stream, source.name)
-            for line in reader:
-                if self._stop.is_set():
-                    return
-                self.counts["lines"] += 1
-                where = _source_of(line.source, line.line_no)
-                for rejection in line.rejections:
-                    self.counts["links"] += 1
-                    record = LinkRecord(
-                        _invalid_key(rejection.text),
-                        rejection.text or "(empty)",
-                        None,
-                        "invalid",
-                        rejection.reason,
-                        0,
-                        where,
-                    )
-                    await self._hand_to_writer(_Done(record, None))
-                for link in line.links:
-                    self.counts["links"] += 1
-                    if dedup.seen(link):
-                        self.counts["duplicate"] += 1
-                        continue
-                    pending.append((link, where))
-                if len(pending) >= _KNOWN_CHECK_CHUNK:
-                    await self._dispatch(pending)
-                    pending = []
-                if self.counts["lines"] % 1000 == 0:
-                    self.report()
-                    await asyncio.sleep(0)  # let workers and the writer run on huge inputs
-            self.counts["skipped_blank"] += getattr(reader, "skipped", 0)
-        await self._dispatch(pending)
-
-    async def _dispatch(self, pending: list[tuple[ShareLink, str]]) -> None:
-        """Skip links already loaded or known gone (unless --force), queue the rest."""
-        if not pending:
-            return
-        if self.settings.force:
-            known: set[str] = set()
-        else:
-            keys = [link.key for link, _ in pending]
-            ids = [link.aweme_id for link, _ in pending if link.aweme_id is not None]
-            known = await asyncio.to_thread(self._known, keys, ids)
-        for link, where in pending:
-            if link.key in known:
-                self.counts["skipped_known"] += 1
-                continue
-            await self._fetch_q.put((link, where))
-
-    def _known(self, keys: list[str], ids: list[int]) -> set[str]:
-        with self.engine.connect() as conn:
-            return known_links(conn, keys, ids)
-
-
-def dry_run_counts(sources: Iterable[InputSource]) -> Counter[str]:
-    """Parse and count only: no database, no network."""
-    counts: Counter[str] = Counter()
-    dedup = Deduplicator()
-    for source in sources:
-        reader = iter_input_lines(source.stream, source.name)
-        for line in reader:
-            counts["lines"] += 1
-            counts["invalid"] += len(line.rejections)
-            counts["links"] += len(line.rejections) + len(line.links)
-            for link in line.links:
-                counts["duplicate" if dedup.seen(link) else "to_fetch"] += 1
-        counts["skipped_blank"] += getattr(reader, "skipped", 0)
-    return counts

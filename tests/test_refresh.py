@@ -17,8 +17,8 @@ from sqlalchemy import Engine, create_engine, text
 
 from helpers import ThreadedFake, ingest_command, run_ingest
 from pipeline.config import FetchSettings, Settings
+from pipeline.ingest import IngestJob, InputSource
 from pipeline.refresh import RefreshJob, RefreshOptions, _due_query
-from pipeline.run import IngestJob, InputSource
 from pipeline.schedule import check_interval
 from pipeline.testing.fake_upstream import FakeUpstream, FaultConfig
 from pipeline.testing.payloads import is_frozen, sample_aweme_ids

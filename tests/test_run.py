@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 import pipeline.run as run_module
 from pipeline.config import FetchSettings, Settings
-from pipeline.run import IngestJob, InputSource
+from pipeline.ingest import IngestJob, InputSource
 from pipeline.testing.fake_upstream import FakeUpstream
 from pipeline.testing.payloads import sample_aweme_ids
 
