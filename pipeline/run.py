@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from pipeline.config import Settings
 from pipeline.db.load import LoadResult, load_works
@@ -40,6 +42,9 @@ from pipeline.upstream.client import UpstreamClient
 from pipeline.upstream.outcomes import FetchResult, Outcome
 
 log = logging.getLogger(__name__)
+
+COMMIT_ATTEMPTS = 3
+COMMIT_RETRY_DELAY_S = 1.0
 
 
 class Reporter(Protocol):
@@ -249,12 +254,29 @@ class FetchJob:
         self.report()
 
     def _commit(self, batch: list[FetchedLink], counts: Counter[str]) -> LoadResult:
+        """One transaction per batch. A dropped connection or a deadlock/serialization failure
+        rolls the whole transaction back, so the batch (still in memory, and idempotent to load)
+        is simply committed again, a few times, before the run gives up."""
         assert self.run_id is not None
-        with self.engine.begin() as conn:
-            result = load_works(conn, [d.work for d in batch if d.work is not None])
-            self._record(conn, batch)
-            save_progress(conn, self.run_id, counts)
-        return result
+        works = [d.work for d in batch if d.work is not None]
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as conn:
+                    result = load_works(conn, works)
+                    self._record(conn, batch)
+                    save_progress(conn, self.run_id, counts)
+                return result
+            except OperationalError as exc:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.warning(
+                    "database write failed (%s), retrying the batch (%d/%d)",
+                    exc.orig.__class__.__name__ if exc.orig else "error",
+                    attempt,
+                    COMMIT_ATTEMPTS - 1,
+                )
+                time.sleep(COMMIT_RETRY_DELAY_S * attempt)
+        raise AssertionError("unreachable")
 
     # -- the run -----------------------------------------------------------------------------
 

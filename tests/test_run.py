@@ -73,3 +73,32 @@ def test_a_failing_database_write_stops_the_run_instead_of_hanging(
     with pytest.raises(ConnectionError):
         # Far more links than the queues hold: a dead writer must not stall the fetchers.
         asyncio.run(_ingest(db_url, sample_aweme_ids(300, seed=32), batch_size=5))
+
+
+def test_a_transient_database_error_retries_the_batch(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    real_load = run_module.load_works
+    failures = {"left": 2}
+
+    def flaky_load(conn: Any, works: Any, **kwargs: Any) -> Any:
+        result = real_load(conn, works, **kwargs)
+        if failures["left"]:
+            failures["left"] -= 1
+            # After writing: the retry must not duplicate what the rolled-back attempt wrote.
+            raise OperationalError("COMMIT", {}, ConnectionResetError("server closed"))
+        return result
+
+    monkeypatch.setattr(run_module, "load_works", flaky_load)
+    monkeypatch.setattr(run_module, "COMMIT_RETRY_DELAY_S", 0.01)
+    ids = sample_aweme_ids(10, seed=33)
+    summary = asyncio.run(_ingest(db_url, ids, batch_size=100))
+    assert failures["left"] == 0
+    assert summary.counts["loaded"] == 10
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        for table in ("works", "work_stats", "share_links"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 10
+    engine.dispose()
