@@ -21,9 +21,8 @@ from pipeline.testing.fake_upstream import (
     FakeUpstream,
     FaultConfig,
     ServedRequest,
-    decode_short_code,
-    work_id_from_link,
 )
+from pipeline.testing.links import decode_short_code, work_id_from_link
 
 IDS = payloads.sample_aweme_ids(300, seed=7)
 VIDEO_ID = 7071967230287744267  # the real video fixture's id

@@ -13,6 +13,9 @@ Routes (all answers are delayed by `faults.latency_s`):
 - `/_fake/advance?seconds=N` (POST) and `/_fake/state` (GET): control for subprocess tests;
   never rate-limited, faulted or recorded.
 
+Link parsing lives in `pipeline.testing.links`, the command line in
+`pipeline.testing.fake_upstream_cli`.
+
 Order of checks: rate limit (all recorded routes; only admitted requests count toward the limit,
 like a real limiter) → bearer token (API routes only; a short link is a public Douyin host) →
 parameters → cookie_expired → transient faults (API routes, the first `fail_attempts` requests
@@ -21,26 +24,22 @@ of each work) → gone / null detail / huge body → ok.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
 import contextlib
 import hmac
 import json
 import math
-import os
-import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
 from pipeline.testing import payloads
+from pipeline.testing.links import decode_short_code, short_code, work_id_from_link
 
 SEED_PATH = "/douyin/fetch_one_work"
 AMAGI_PATH = "/api/douyin/fetch_one_work"
@@ -57,9 +56,6 @@ _HTML_ERROR = (
     "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>"
     "<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
 )
-_LINK = re.compile(r"https?://[^\s\u4e00-\u9fff，。！]+")
-_WORK_PATH = re.compile(r"/(?:share/)?(?:video|note|slides|article)/(\d{15,20})(?:/|$)")
-_SHORT_CODE = re.compile(r"i[A-Za-z0-9_-]{11}")
 TRANSIENT_FAULTS = ("error_5xx", "timeout", "reset", "truncated", "non_json", "soft_failure")
 
 
@@ -116,43 +112,6 @@ class _Answer:
 
 def _json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def short_code(aweme_id: int, seed: int) -> str:
-    """The fake's short-link code for a work: reversible, letters/digits/-/_ only."""
-    if not 0 < aweme_id < 2**64:
-        raise ValueError("aweme_id out of range")
-    masked = aweme_id ^ payloads.hash64(seed, "short-link")
-    return "i" + base64.urlsafe_b64encode(masked.to_bytes(8, "big")).decode().rstrip("=")
-
-
-def decode_short_code(code: str, seed: int) -> int | None:
-    """The work a code made by `short_code` names; None for any other code."""
-    if not _SHORT_CODE.fullmatch(code):
-        return None
-    raw = base64.urlsafe_b64decode(code[1:] + "=")
-    aweme_id = int.from_bytes(raw, "big") ^ payloads.hash64(seed, "short-link")
-    return aweme_id if 10**14 <= aweme_id < 10**20 and short_code(aweme_id, seed) == code else None
-
-
-def work_id_from_link(text: str, seed: int) -> int | None:
-    """What the seed service does with `url=`: find the first link and the work it names."""
-    match = _LINK.search(text)
-    if not match:
-        return None
-    parts = urlsplit(match.group(0))
-    host = (parts.hostname or "").lower()
-    if not (host == "douyin.com" or host.endswith((".douyin.com", "iesdouyin.com"))):
-        return None
-    if host == "v.douyin.com":
-        return decode_short_code(parts.path.strip("/"), seed)
-    if found := _WORK_PATH.search(parts.path):
-        return int(found.group(1))
-    query = parse_qs(parts.query)
-    for value in query.get("modal_id", []) + query.get("vid", []):
-        if value.isdigit() and 15 <= len(value) <= 20:
-            return int(value)
-    return None
 
 
 class FakeUpstream:
@@ -438,62 +397,7 @@ class FakeUpstream:
 _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
-def _ids(text: str) -> frozenset[int]:
-    return frozenset(int(part) for part in text.split(",") if part.strip())
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.testing.fake_upstream",
-        description="Serve the fake Douyin upstream (seed and amagi routes, short links).",
-    )
-    add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to listen on")
-    add("--port", type=int, default=8000, help="port to listen on (0 = any free port)")
-    add("--seed", type=int, default=0, help="payload seed (same seed, same payloads)")
-    add("--rate", type=float, default=None, help="requests/s admitted before HTTP 429")
-    add("--retry-after", type=int, default=1, help="Retry-After seconds sent with 429")
-    add("--latency", type=float, default=0.0, help="seconds added to every answer")
-    add("--error-rate", type=float, default=0.0, help="fraction answered HTTP 500/502/503")
-    add("--timeout-rate", type=float, default=0.0, help="fraction that hang for --hang seconds")
-    add("--hang", type=float, default=30.0, help="seconds a hanging answer waits")
-    add("--reset-rate", type=float, default=0.0, help="fraction whose connection is reset")
-    add("--truncated-rate", type=float, default=0.0, help="fraction with a half JSON body")
-    add("--non-json-rate", type=float, default=0.0, help="fraction answered with an HTML page")
-    add("--soft-failure-rate", type=float, default=0.0, help="fraction of in-contract failures")
-    add("--fail-attempts", type=int, default=1, help="faults hit only this many tries per work")
-    add("--gone-ids", type=_ids, default=frozenset(), help="comma-separated deleted work ids")
-    add("--null-detail-ids", type=_ids, default=frozenset(), help="ids answered with no detail")
-    add("--cookie-expired", action="store_true", help="answer every fetch: cookie expired")
-    add("--sim-time", type=float, default=0.0, help="initial simulated time in seconds")
-    parser.epilog = "Set FAKE_UPSTREAM_TOKEN to require `Authorization: Bearer <token>`."
-    return parser
-
-
-def _faults(args: argparse.Namespace) -> FaultConfig:
-    return FaultConfig(
-        latency_s=args.latency, rate_limit=args.rate, retry_after_s=args.retry_after,
-        error_5xx_rate=args.error_rate, timeout_rate=args.timeout_rate, hang_s=args.hang,
-        reset_rate=args.reset_rate, truncated_rate=args.truncated_rate,
-        non_json_rate=args.non_json_rate, soft_failure_rate=args.soft_failure_rate,
-        fail_attempts=args.fail_attempts, gone_ids=args.gone_ids,
-        null_detail_ids=args.null_detail_ids, cookie_expired=args.cookie_expired,
-        require_token=os.environ.get("FAKE_UPSTREAM_TOKEN") or None,
-    )  # fmt: skip
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    async with FakeUpstream(seed=args.seed, faults=_faults(args), sim_time=args.sim_time) as fake:
-        print(await fake.start(args.host, args.port), flush=True)
-        await asyncio.Event().wait()  # until Ctrl-C
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: print the base URL, then serve until interrupted."""
-    args = _parser().parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
-
-
 if __name__ == "__main__":
+    from pipeline.testing.fake_upstream_cli import main
+
     main()
