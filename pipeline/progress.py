@@ -21,6 +21,7 @@ from rich.progress import (
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -53,7 +54,8 @@ def _outcome_text(counts: Mapping[str, int]) -> str:
 
 
 class BarReporter:
-    """A live progress bar; `total` grows as the input is read (inputs are streamed)."""
+    """A live progress bar with rate, elapsed time, ETA and counts by outcome. Inputs are
+    streamed, so `total` grows as lines are read; the ETA firms up once reading is done."""
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
@@ -63,6 +65,8 @@ class BarReporter:
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:.1f}/s"),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[outcomes]}"),
             console=console,
             transient=False,
