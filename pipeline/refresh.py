@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, text
 
 from pipeline.config import Settings
+from pipeline.db.load import mark_gone, reschedule
 from pipeline.errors import AlreadyRunning
 from pipeline.inputs import ShareLink, canonical_link
-from pipeline.run import FetchedLink, FetchJob, Reporter, utc_now
+from pipeline.run import FetchedLink, FetchJob, Reporter, gone_works, utc_now
 from pipeline.schedule import RETRY_FAILED_AFTER
 
 # pg_advisory_lock key: any constant unique to this job.
@@ -155,35 +156,16 @@ class RefreshJob(FetchJob):
         self.counts["unchanged"] = self.counts["loaded"] - self.counts["snapshots_added"]
 
     def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> None:
+        """Refresh fetches works, not input links: share_links is left alone. Gone works are
+        marked; failed ones are not due again at once, so they cannot starve the others."""
         now = self.now()
-        gone = sorted(
-            (d.record.aweme_id, d.record.reason or "gone")
-            for d in batch
-            if d.record.outcome == "gone" and d.record.aweme_id is not None
-        )
-        if gone:
-            conn.execute(
-                text(
-                    "UPDATE works SET gone_at = :now, gone_reason = v.reason "
-                    "FROM unnest(CAST(:ids AS bigint[]), CAST(:reasons AS text[])) "
-                    "AS v(aweme_id, reason) WHERE works.aweme_id = v.aweme_id"
-                ),
-                {"now": now, "ids": [g[0] for g in gone], "reasons": [g[1] for g in gone]},
-            )
-        failed = sorted(
+        mark_gone(conn, gone_works(batch), now)
+        failed = [
             d.record.aweme_id
             for d in batch
             if d.record.outcome in ("failed", "invalid") and d.record.aweme_id is not None
-        )
-        if failed:
-            # Not due again at once, so a failing work cannot starve the others.
-            conn.execute(
-                text(
-                    "UPDATE works SET next_check_at = :t "
-                    "WHERE aweme_id = ANY(CAST(:ids AS bigint[]))"
-                ),
-                {"t": now + RETRY_FAILED_AFTER, "ids": failed},
-            )
+        ]
+        reschedule(conn, failed, now + RETRY_FAILED_AFTER)
 
 
 def _refresh_link(aweme_id: int, url: str | None, settings: Settings) -> ShareLink:

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from pipeline.config import Settings
-from pipeline.db.load import LoadResult, load_works
+from pipeline.db.load import LoadResult, load_works, mark_gone
 from pipeline.db.runs import (
     LinkRecord,
     finish_run,
@@ -68,6 +68,15 @@ class FetchedLink:
     record: LinkRecord
     work: FlatWork | None
     temporary: bool = False
+
+
+def gone_works(batch: Sequence[FetchedLink]) -> list[tuple[int, str]]:
+    """(aweme_id, reason) of every link in the batch that came back gone."""
+    return [
+        (d.record.aweme_id, d.record.reason or "gone")
+        for d in batch
+        if d.record.outcome == "gone" and d.record.aweme_id is not None
+    ]
 
 
 def utc_now() -> datetime:
@@ -158,9 +167,12 @@ class FetchJob:
         raise NotImplementedError
 
     def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> None:
-        """Besides loading the works: write what became of each link."""
+        """Besides loading the works: write what became of each link, and mark known works
+        that came back gone (a deleted work found by `--force` is as gone as one found by a
+        refresh)."""
         assert self.run_id is not None
         record_links(conn, self.run_id, [d.record for d in batch])
+        mark_gone(conn, gone_works(batch), self.now())
 
     async def _fetch_worker(self, client: UpstreamClient) -> None:
         while (item := await self._fetch_q.get()) is not None:

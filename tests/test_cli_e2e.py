@@ -418,3 +418,29 @@ def test_an_unreachable_upstream_stops_the_run_early_with_75(db_url: str, tmp_pa
     counts = table_counts(db_url)
     # Stopped after a handful of links, not after trying all 200.
     assert 10 <= counts["share_links"] < 50
+
+
+def test_a_known_work_found_gone_by_force_is_marked_and_keeps_its_stats(
+    db_url: str, fake_server: Callable[..., ThreadedFake], tmp_path: Path
+) -> None:
+    fake = fake_server(seed=9)
+    ids = sample_aweme_ids(5, seed=9)
+    path = tmp_path / "urls.txt"
+    path.write_text("".join(f"{i}\n" for i in ids))
+    env = {"DATABASE_URL": db_url}
+    assert run_ingest(["run", str(path), *fetch_args(fake)], env=env).returncode == 0
+    fake.fake.faults = FaultConfig(gone_ids=frozenset({ids[2]}))
+    forced = run_ingest(["run", str(path), "--force", *fetch_args(fake)], env=env)
+    assert forced.returncode == 0, forced.stderr  # gone is an outcome, not a failure
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        gone = conn.execute(
+            text("SELECT aweme_id, gone_reason FROM works WHERE gone_at IS NOT NULL")
+        ).all()
+        stats = conn.execute(
+            text("SELECT count(*) FROM work_stats WHERE aweme_id = :a"), {"a": ids[2]}
+        ).scalar_one()
+    engine.dispose()
+    assert [g.aweme_id for g in gone] == [ids[2]]
+    assert "status_self_see" in gone[0].gone_reason
+    assert stats == 1

@@ -365,3 +365,31 @@ def _mention_row(m: MentionRow) -> dict[str, Any]:
         "start_offset": m.start,
         "end_offset": m.end,
     }
+
+
+def mark_gone(conn: Connection, works: Sequence[tuple[int, str]], at: datetime) -> None:
+    """Mark known works that came back deleted, private or under review. They keep their
+    last statistics and are no longer refreshed; a later successful load clears the mark.
+    Works never loaded have no row to mark (their link records the outcome)."""
+    if not works:
+        return
+    ordered = sorted(set(works))
+    conn.execute(
+        text(
+            "UPDATE works SET gone_at = :at, gone_reason = v.reason "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:reasons AS text[])) AS v(aweme_id, reason) "
+            "WHERE works.aweme_id = v.aweme_id AND works.gone_at IS NULL"
+        ),
+        {"at": at, "ids": [w[0] for w in ordered], "reasons": [w[1] for w in ordered]},
+    )
+
+
+def reschedule(conn: Connection, aweme_ids: Sequence[int], at: datetime) -> None:
+    """Set the next refresh check of these works."""
+    if aweme_ids:
+        conn.execute(
+            text(
+                "UPDATE works SET next_check_at = :at WHERE aweme_id = ANY(CAST(:ids AS bigint[]))"
+            ),
+            {"at": at, "ids": sorted(set(aweme_ids))},
+        )
