@@ -179,7 +179,10 @@ class Work(Base):
         ),
     )
     gone_at: Mapped[datetime | None] = mapped_column(
-        comment="When a refresh found the work deleted, private or under review (NULL: available)."
+        comment=(
+            "When a refresh (or a forced re-fetch) found the work deleted, private or under "
+            "review; NULL while available."
+        )
     )
     gone_reason: Mapped[str | None] = mapped_column(
         comment="Why the work is gone, e.g. status_self_see (NULL while available)."
