@@ -9,8 +9,10 @@ reason like any other outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections import Counter
+import threading
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +22,7 @@ from sqlalchemy import Engine
 
 from pipeline.config import Settings
 from pipeline.db.runs import LinkRecord, known_links
-from pipeline.inputs import Deduplicator, ShareLink, iter_input_lines
+from pipeline.inputs import Deduplicator, InputLine, ShareLink, iter_input_lines
 from pipeline.run import FetchedLink, FetchJob, Reporter, utc_now
 
 _KNOWN_CHECK_CHUNK = 500
@@ -60,9 +62,9 @@ class IngestJob(FetchJob):
     async def _produce(self) -> None:
         dedup = Deduplicator()
         pending: list[tuple[ShareLink, str]] = []
-        for source in self.sources:
-            reader = iter_input_lines(source.stream, source.name)
-            for line in reader:
+        lines = LinesFromThread(self.sources, asyncio.get_running_loop())
+        try:
+            async for line in lines:
                 if self._stop.is_set():
                     return
                 self.counts["lines"] += 1
@@ -70,14 +72,9 @@ class IngestJob(FetchJob):
                 for rejection in line.rejections:
                     self.counts["links"] += 1
                     record = LinkRecord(
-                        _invalid_key(rejection.text),
-                        rejection.text or "(empty)",
-                        None,
-                        "invalid",
-                        rejection.reason,
-                        0,
-                        where,
-                    )
+                        _invalid_key(rejection.text), rejection.text or "(empty)", None,
+                        "invalid", rejection.reason, 0, where,
+                    )  # fmt: skip
                     await self._hand_to_writer(FetchedLink(record, None))
                 for link in line.links:
                     self.counts["links"] += 1
@@ -85,14 +82,17 @@ class IngestJob(FetchJob):
                         self.counts["duplicate"] += 1
                         continue
                     pending.append((link, where))
-                if len(pending) >= _KNOWN_CHECK_CHUNK:
+                # Check known links in chunks; dispatch early when the input pauses (a slow
+                # pipe on stdin), so links never wait for a chunk to fill.
+                if len(pending) >= _KNOWN_CHECK_CHUNK or (pending and not lines.buffered):
                     await self._dispatch(pending)
                     pending = []
                 if self.counts["lines"] % 1000 == 0:
                     self.report()
-                    await asyncio.sleep(0)  # let workers and the writer run on huge inputs
-            self.counts["skipped_blank"] += getattr(reader, "skipped", 0)
-        await self._dispatch(pending)
+            await self._dispatch(pending)
+        finally:
+            lines.close()
+            self.counts["skipped_blank"] = lines.skipped
 
     async def _dispatch(self, pending: list[tuple[ShareLink, str]]) -> None:
         """Skip links already loaded or known gone (unless --force), queue the rest."""
@@ -115,6 +115,77 @@ class IngestJob(FetchJob):
             return known_links(conn, keys, ids)
 
 
+class LinesFromThread:
+    """Input lines read and parsed in a thread, handed to the event loop through a bounded
+    buffer: a slow pipe on stdin can never block the loop (and with it the fetches in flight
+    and the batch writer), and a fast file is read ahead without a hop per line."""
+
+    def __init__(
+        self,
+        sources: Sequence[InputSource],
+        loop: asyncio.AbstractEventLoop,
+        max_buffered: int = 10_000,
+    ) -> None:
+        self.skipped = 0
+        self._sources = sources
+        self._loop = loop
+        self._buffer: deque[InputLine] = deque()
+        self._space = threading.Semaphore(max_buffered)
+        self._ready = asyncio.Event()
+        self._closed = threading.Event()
+        self._done = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, name="ingest-input", daemon=True)
+        self._thread.start()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _read(self) -> None:
+        try:
+            for source in self._sources:
+                reader = iter_input_lines(source.stream, source.name)
+                for line in reader:
+                    while not self._space.acquire(timeout=0.2):  # back-pressure
+                        if self._closed.is_set():
+                            return
+                    if self._closed.is_set():
+                        return
+                    self._buffer.append(line)
+                    if len(self._buffer) == 1:  # the consumer may be waiting
+                        self._wake()
+                self.skipped += reader.skipped
+        except BaseException as exc:  # surfaced to the consumer, never lost in the thread
+            self._error = exc
+        finally:
+            self._done = True
+            self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    def __aiter__(self) -> LinesFromThread:
+        return self
+
+    async def __anext__(self) -> InputLine:
+        while not self._buffer:
+            if self._done and not self._buffer:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._ready.clear()
+            if self._buffer or self._done:
+                continue
+            await self._ready.wait()
+        self._space.release()
+        return self._buffer.popleft()
+
+
 def dry_run_counts(sources: Iterable[InputSource]) -> Counter[str]:
     """Parse and count only: no database, no network."""
     counts: Counter[str] = Counter()
@@ -127,5 +198,5 @@ def dry_run_counts(sources: Iterable[InputSource]) -> Counter[str]:
             counts["links"] += len(line.rejections) + len(line.links)
             for link in line.links:
                 counts["duplicate" if dedup.seen(link) else "to_fetch"] += 1
-        counts["skipped_blank"] += getattr(reader, "skipped", 0)
+        counts["skipped_blank"] += reader.skipped
     return counts

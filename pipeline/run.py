@@ -90,9 +90,8 @@ def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datet
     def done(
         outcome: str, reason: str | None, work: FlatWork | None = None, temp: bool = False
     ) -> FetchedLink:
-        key = f"aweme:{aweme_id}" if link.aweme_id is not None else link.key
         return FetchedLink(
-            LinkRecord(key, link.url, aweme_id, outcome, reason, result.attempts, source),
+            LinkRecord(link.key, link.url, aweme_id, outcome, reason, result.attempts, source),
             work,
             temp,
         )

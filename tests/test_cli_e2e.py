@@ -444,3 +444,39 @@ def test_a_known_work_found_gone_by_force_is_marked_and_keeps_its_stats(
     assert [g.aweme_id for g in gone] == [ids[2]]
     assert "status_self_see" in gone[0].gone_reason
     assert stats == 1
+
+
+def test_a_slow_pipe_on_stdin_is_processed_as_lines_arrive(
+    db_url: str, fake_server: Callable[..., ThreadedFake]
+) -> None:
+    fake = fake_server(seed=10)
+    ids = sample_aweme_ids(3, seed=10)
+    proc = subprocess.Popen(
+        [*ingest_command(), "-", *fetch_args(fake), "--batch-size", "1"],
+        env={**os.environ, "DATABASE_URL": db_url},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    engine = create_engine(db_url)
+    try:
+        for n, aweme_id in enumerate(ids, start=1):
+            proc.stdin.write(f"{aweme_id}\n")
+            proc.stdin.flush()
+            # Loaded while stdin stays open: the reader never blocks the fetch/load stages.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    if conn.execute(text("SELECT count(*) FROM works")).scalar_one() == n:
+                        break
+                time.sleep(0.1)
+            else:
+                pytest.fail(f"link {n} was not loaded while stdin stayed open")
+        proc.stdin.close()
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        engine.dispose()
