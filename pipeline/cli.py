@@ -230,6 +230,14 @@ def run_command(files: tuple[str, ...], **params: Any) -> None:
     default=None,
     help="Links to ingest. Default: the bundled inputs/example_urls.txt.",
 )
+@click.option(
+    "--api-style",
+    type=click.Choice(["seed", "amagi"]),
+    default="seed",
+    show_default=True,
+    help="Which upstream contract the fake speaks and the job uses (amagi also resolves the "
+    "short links locally).",
+)
 @output_options
 def demo_command(input_file: Path | None, **params: Any) -> None:
     """Try the whole job offline: a bundled fake upstream, the embedded database, example links."""

@@ -139,3 +139,12 @@ def test_db_current_and_upgrade_on_a_database_behind(db_url: str) -> None:
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"database at {head_revision()} (was 0003)" in upgraded.stdout
     assert "up to date" in run_ingest(["db", "current"], env=env).stdout
+
+
+def test_demo_speaks_the_amagi_contract_too(tmp_path: Path) -> None:
+    result = run_ingest(
+        ["demo", "--api-style", "amagi", "--data-dir", str(tmp_path / "data")], timeout=180
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = [line for line in result.stdout.splitlines() if "│ loaded" in line]
+    assert loaded and loaded[0].split("│")[1].strip() == "10"
