@@ -147,4 +147,5 @@ def test_demo_speaks_the_amagi_contract_too(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     loaded = [line for line in result.stdout.splitlines() if "│ loaded" in line]
-    assert loaded and loaded[0].split("│")[1].strip() == "10"
+    assert loaded
+    assert loaded[0].split("│")[1].strip() == "10"
