@@ -38,13 +38,11 @@ from pipeline.cli_options import (
     output_options,
 )
 from pipeline.config import Settings
-from pipeline.db.engine import open_database
+from pipeline.db.engine import error_reason, open_database
 from pipeline.errors import (
     AlreadyRunning,
     DatabaseError,
     IngestError,
-    OperatorError,
-    UpstreamUnavailable,
     UsageError,
 )
 from pipeline.ingest import IngestJob, InputSource, dry_run_counts
@@ -65,8 +63,6 @@ _ERROR_EXIT = {
     UsageError: EXIT_USAGE,
     DatabaseError: EXIT_DATABASE,
     AlreadyRunning: EXIT_ALREADY_RUNNING,
-    UpstreamUnavailable: EXIT_TEMPFAIL,
-    OperatorError: EXIT_OPERATOR,
 }
 
 
@@ -110,8 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo(f"ingest: error: {exc}", err=True)
         code = next((c for t, c in _ERROR_EXIT.items() if isinstance(exc, t)), EXIT_USAGE)
     except SQLAlchemyOperationalError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        click.echo(f"ingest: error: lost the database connection: {reason}", err=True)
+        click.echo(f"ingest: error: lost the database connection: {error_reason(exc)}", err=True)
         code = EXIT_DATABASE
     except KeyboardInterrupt:
         click.echo("ingest: interrupted", err=True)

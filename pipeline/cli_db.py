@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import click
 from rich.table import Table
 
 from pipeline.cli_options import build_settings, database_options
-from pipeline.db.engine import Database, embedded_server, open_database
+from pipeline.db.engine import Database, embedded_server, open_database, psql_binary
 from pipeline.db.migrate import current_revision, head_revision, upgrade
 from pipeline.db.runs import failed_links, recent_runs
 from pipeline.errors import UsageError
@@ -87,14 +86,10 @@ def db_psql(psql_args: tuple[str, ...], **params: Any) -> None:
         database = _database(params, require_schema=False)
         uri = database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         database.engine.dispose()
-        psql = shutil.which("psql")
     else:
         server = embedded_server(settings.data_dir)
         uri = server.get_uri()
-        import pgserver
-
-        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
-        psql = str(bundled) if bundled.exists() else shutil.which("psql")
+    psql = psql_binary()
     if psql is None:
         raise UsageError("psql not found on PATH")
     code = subprocess.call([psql, uri, *psql_args])  # noqa: S603 - user's own database

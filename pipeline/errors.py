@@ -1,4 +1,6 @@
-"""The error taxonomy. Each class maps to one exit code in `pipeline.cli`."""
+"""Errors that stop a command before or outside a run, each mapped to one exit code in
+`pipeline.cli`. Upstream trouble is not raised: it is an outcome per link (`FetchResult`) and a
+run status (operator_error, failed), which `pipeline.cli.exit_code_for` turns into 77 or 75."""
 
 from __future__ import annotations
 
@@ -9,14 +11,6 @@ class IngestError(Exception):
 
 class UsageError(IngestError):
     """The command line or an input file is unusable (missing file, bad option value)."""
-
-
-class OperatorError(IngestError):
-    """Someone must act before retrying: expired upstream cookie, rejected token."""
-
-
-class UpstreamUnavailable(IngestError):
-    """The upstream service is down or unreachable: a temporary failure, retry later."""
 
 
 class DatabaseError(IngestError):

@@ -38,18 +38,14 @@ class RefreshOptions:
     dry_run: bool = False
 
 
-def _due_query(options: RefreshOptions) -> tuple[str, str]:
-    """SQL selecting one page of due works, and the column it is ordered by.
-
-    Both orders are served by a partial index over available works (gone_at IS NULL), so the
-    database reads only the due rows it returns, not the whole table."""
-    order = "last_fetched_at" if options.stale_after is not None else "next_check_at"
+def _due_filters(options: RefreshOptions) -> list[str]:
+    """The WHERE conditions that make a work due under `options`."""
     due = (
         "w.last_fetched_at <= :as_of - :stale"
         if options.stale_after
         else "w.next_check_at <= :as_of"
     )
-    filters = [due, "w.gone_at IS NULL", f"(w.{order}, w.aweme_id) > (:after_t, :after_id)"]
+    filters = [due, "w.gone_at IS NULL"]
     if options.max_age is not None:
         filters.append("w.created_at >= :as_of - :max_age")
     if options.only_authors:
@@ -57,6 +53,25 @@ def _due_query(options: RefreshOptions) -> tuple[str, str]:
             "w.author_uid IN (SELECT uid FROM authors "
             "WHERE sec_uid = ANY(CAST(:authors AS text[])))"
         )
+    return filters
+
+
+def _due_params(options: RefreshOptions, as_of: datetime) -> dict[str, object]:
+    return {
+        "as_of": as_of,
+        "stale": options.stale_after,
+        "max_age": options.max_age,
+        "authors": list(options.only_authors),
+    }
+
+
+def _due_query(options: RefreshOptions) -> tuple[str, str]:
+    """SQL selecting one page of due works, and the column it is ordered by.
+
+    Both orders are served by a partial index over available works (gone_at IS NULL), so the
+    database reads only the due rows it returns, not the whole table."""
+    order = "last_fetched_at" if options.stale_after is not None else "next_check_at"
+    filters = [*_due_filters(options), f"(w.{order}, w.aweme_id) > (:after_t, :after_id)"]
     sql = (
         f"SELECT w.aweme_id, w.{order} AS due_key, "
         "(SELECT s.url FROM share_links s WHERE s.aweme_id = w.aweme_id "
@@ -74,13 +89,7 @@ def iter_due_pages(
     its own connection, and a work fetched (and so rescheduled) meanwhile is never reselected."""
     sql, _ = _due_query(options)
     after_t, after_id = datetime.min.replace(tzinfo=as_of.tzinfo), -(2**63)
-    params = {
-        "as_of": as_of,
-        "stale": options.stale_after,
-        "max_age": options.max_age,
-        "authors": list(options.only_authors),
-        "page": page,
-    }
+    params = {**_due_params(options, as_of), "page": page}
     while True:
         with engine.connect() as conn:
             rows = conn.execute(text(sql), {**params, "after_t": after_t, "after_id": after_id})
@@ -94,8 +103,10 @@ def iter_due_pages(
 
 def count_due(engine: Engine, options: RefreshOptions, as_of: datetime | None = None) -> int:
     """How many works a refresh would check now (before --limit and --budget-seconds)."""
-    moment = as_of or utc_now()
-    return sum(len(page) for page in iter_due_pages(engine, options, moment, page=10_000))
+    sql = f"SELECT count(*) FROM works w WHERE {' AND '.join(_due_filters(options))}"
+    params = _due_params(options, as_of or utc_now())
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql), params).scalar_one())
 
 
 @contextlib.contextmanager

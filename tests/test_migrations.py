@@ -46,15 +46,13 @@ def test_every_table_and_column_has_a_comment(db: object) -> None:
 
 def test_psql_describe_shows_a_comment_on_every_column(db_url: str) -> None:
     """What an analyst sees: `\\d+ works` in the psql that ships with the embedded server."""
-    import shutil
     import subprocess
-    from pathlib import Path
 
-    import pgserver
     from sqlalchemy.engine import make_url
 
-    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
-    psql = str(bundled) if bundled.exists() else shutil.which("psql")
+    from pipeline.db.engine import psql_binary
+
+    psql = psql_binary()
     assert psql, "no psql binary"
     url = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
     for relation in ("works", "work_stats", "works_enriched", "work_stats_daily"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +98,19 @@ class Database:
         return self.safe_url
 
 
-def _connect_error(exc: Exception, secret: str | None) -> DatabaseError:
+def error_reason(exc: Exception, secret: str | None = None) -> str:
+    """The first line of the driver's message (never the SQL or its parameters), with the
+    password masked should the server ever echo it."""
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-    if secret:
-        reason = reason.replace(secret, "***")
-    return DatabaseError(f"cannot connect to the database: {reason}")
+    return reason.replace(secret, "***") if secret else reason
+
+
+def psql_binary() -> str | None:
+    """The psql shipped with the embedded server, else one on PATH."""
+    import pgserver
+
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    return str(bundled) if bundled.exists() else shutil.which("psql")
 
 
 def open_database(
@@ -120,7 +129,8 @@ def open_database(
             pass
     except OperationalError as exc:
         engine.dispose()
-        raise _connect_error(exc, engine.url.password) from None
+        reason = error_reason(exc, engine.url.password)
+        raise DatabaseError(f"cannot connect to the database: {reason}") from None
     if require_schema:
         require_current(engine)
     return Database(engine, embedded=False)

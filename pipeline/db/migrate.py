@@ -36,11 +36,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(alembic_config(conn), revision)
 
 
-def downgrade(engine: Engine, revision: str) -> None:
-    with engine.begin() as conn:
-        command.downgrade(alembic_config(conn), revision)
-
-
 def require_current(engine: Engine) -> None:
     """Refuse to write to a database whose schema is not at this code's head revision."""
     with engine.connect() as conn:
