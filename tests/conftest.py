@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import shutil
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -138,6 +139,21 @@ def db_url(admin_engine: Engine, pg_server_url: str, template_url: str) -> Itera
     finally:
         with admin_engine.connect() as conn, contextlib.suppress(Exception):
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def pg_data_dir() -> Iterator[Path]:
+    """A data directory for an embedded server started by the command under test.
+
+    Not under `tmp_path`: as root the server runs as another OS user, which must be able to
+    reach the directory, and a second pytest started at the same time resets pytest's per-user
+    temp root (`pytest-of-<user>`) to mode 0700. A directory of our own keeps its mode."""
+    parent = Path(tempfile.mkdtemp(prefix="ingest-data-"))
+    parent.chmod(0o755)
+    try:
+        yield parent / "data"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from pipeline.testing.fake_upstream import FaultConfig
 from pipeline.testing.payloads import sample_aweme_ids
 
 
-def test_demo_runs_end_to_end_on_a_fresh_embedded_database(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_demo_runs_end_to_end_on_a_fresh_embedded_database(pg_data_dir: Path) -> None:
+    data_dir = pg_data_dir
     first = run_ingest(["demo", "--data-dir", str(data_dir)], timeout=180)
     assert first.returncode == 0, first.stderr
     assert "demo run 1" in first.stdout
@@ -141,9 +141,9 @@ def test_db_current_and_upgrade_on_a_database_behind(db_url: str) -> None:
     assert "up to date" in run_ingest(["db", "current"], env=env).stdout
 
 
-def test_demo_speaks_the_amagi_contract_too(tmp_path: Path) -> None:
+def test_demo_speaks_the_amagi_contract_too(pg_data_dir: Path) -> None:
     result = run_ingest(
-        ["demo", "--api-style", "amagi", "--data-dir", str(tmp_path / "data")], timeout=180
+        ["demo", "--api-style", "amagi", "--data-dir", str(pg_data_dir)], timeout=180
     )
     assert result.returncode == 0, result.stderr
     loaded = [line for line in result.stdout.splitlines() if "│ loaded" in line]
