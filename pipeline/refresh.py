@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, text
 
 from pipeline.config import Settings
-from pipeline.db.load import mark_gone, reschedule
+from pipeline.db.state import mark_gone, reschedule
 from pipeline.errors import AlreadyRunning
 from pipeline.inputs import ShareLink, canonical_link
 from pipeline.run import FetchedLink, FetchJob, Reporter, gone_works, utc_now

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from pipeline.config import Settings
-from pipeline.db.load import LoadResult, load_works, mark_gone
+from pipeline.db.load import LoadResult, load_works
 from pipeline.db.runs import (
     LinkRecord,
     finish_run,
@@ -36,6 +36,7 @@ from pipeline.db.runs import (
     save_progress,
     start_run,
 )
+from pipeline.db.state import mark_fetched, mark_gone
 from pipeline.flatten import FlatWork, NotAWork, flatten
 from pipeline.inputs import ShareLink
 from pipeline.upstream.client import UpstreamClient
@@ -274,6 +275,7 @@ class FetchJob:
             try:
                 with self.engine.begin() as conn:
                     result = load_works(conn, works)
+                    mark_fetched(conn, works)
                     self._record(conn, batch)
                     save_progress(conn, self.run_id, counts)
                 return result
