@@ -9,11 +9,12 @@ read the id from the path, not the kind).
 
 from __future__ import annotations
 
+import codecs
 import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 MAX_LINE_BYTES = 64 * 1024
@@ -30,12 +31,27 @@ _LINK_START = re.compile(
     re.IGNORECASE | re.ASCII,
 )
 _NEXT_HTTP = re.compile(r"https?://", re.IGNORECASE | re.ASCII)
+# `douyin.com/video/…` pasted without a scheme; never inside another URL or a parameter value.
+_SCHEMELESS_DOUYIN = re.compile(
+    r"(?<![A-Za-z0-9+.\-/@:=?&#%_~])(?:[A-Za-z0-9-]+\.)*(?:ies)?douyin\.com/",
+    re.IGNORECASE | re.ASCII,
+)
 _URL_TAIL = re.compile(_URL_CHARS + "*", re.ASCII)
 _TRAILING_PUNCT = ".,;:!?)]}'\""
 _OPENERS = {")": "(", "]": "[", "}": "{"}
 _BARE_NUMBER = re.compile(r"(?<!\S)[0-9]{15,}(?!\S)")
 _WORK_PATH = re.compile(r"/(?:share/)?(?:video|note|slides|article)/([0-9]+)(?:/|$)", re.ASCII)
-_SHORT_PATH = re.compile(r"/([A-Za-z0-9_-]{1,64})/?", re.ASCII)
+_SHORT_PATH = re.compile(r"/([^/]*)/?")
+_SHORT_CODE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+MAX_SHORT_CODE = 64
+# A byte-order mark names the encoding; UTF-32 first, its LE mark starts like UTF-16's.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_TRANSCODE_CHUNK = 64 * 1024
 _EOL = re.compile(rb"\r\n|\r|\n")
 _DOUYIN_DOMAINS = ("douyin.com", "iesdouyin.com")
 _SHORT_HOST = "v.douyin.com"
@@ -112,11 +128,7 @@ def _parse_url(url: str) -> ShareLink | Rejection:
     if not _is_douyin(host):
         return _reject(f"not a Douyin link: {host[:100]}", url)
     if host == _SHORT_HOST:
-        short = _SHORT_PATH.fullmatch(parts.path)
-        if short is None:
-            return _reject("Douyin short link without a code", url)
-        # Short links carry only tracking parameters in their query: the code alone names it.
-        return ShareLink(f"https://{_SHORT_HOST}/{short.group(1)}/", None, is_short=True)
+        return _short_link(parts.path, url)
     digits = None
     if path_id := _WORK_PATH.match(parts.path):
         digits = path_id.group(1)
@@ -138,6 +150,51 @@ def _parse_url(url: str) -> ShareLink | Rejection:
     return canonical_link(aweme_id)
 
 
+def _short_link(path: str, url: str) -> ShareLink | Rejection:
+    short = _SHORT_PATH.fullmatch(path or "/")
+    if short is None:
+        return _reject("Douyin short link with more than a code in its path", url)
+    code = short.group(1)
+    if not code:
+        return _reject("Douyin short link without a code", url)
+    if not _SHORT_CODE.fullmatch(code):
+        return _reject("Douyin short link code has characters other than A-Z a-z 0-9 - _", url)
+    if len(code) > MAX_SHORT_CODE:
+        return _reject(
+            f"Douyin short link code too long ({len(code)} characters, at most "
+            f"{MAX_SHORT_CODE})",
+            url,
+        )
+    # Short links carry only tracking parameters in their query: the code alone names it.
+    return ShareLink(f"https://{_SHORT_HOST}/{code}/", None, is_short=True)
+
+
+def _splits_here(first: str) -> bool:
+    """Whether an `http(s)://` right after `first` (inside one run of URL characters) begins a
+    second link pasted back to back. Not when the first link is another site's (a Douyin link
+    in its query or path is part of that site's URL, never fetched) nor when it is a
+    parameter's value (`?u=https://…`)."""
+    if first.endswith("="):
+        return False
+    try:
+        host = (urlsplit(first).hostname or "").rstrip(".")
+    except ValueError:
+        return False
+    return _is_douyin(host)
+
+
+def _next_link_start(text: str, pos: int, glued: bool) -> tuple[re.Match[str], bool] | None:
+    """The next link's start and whether it lacks a scheme (`douyin.com/…`)."""
+    if glued:
+        start = _NEXT_HTTP.match(text, pos)
+        return (start, False) if start else None
+    start = _LINK_START.search(text, pos)
+    bare = _SCHEMELESS_DOUYIN.search(text, pos)
+    if bare is not None and (start is None or bare.start() < start.start()):
+        return bare, True
+    return (start, False) if start else None
+
+
 def _strip_trailing_punct(url: str) -> str:
     """Drop sentence punctuation after a link; keep a closing bracket the link itself opened."""
     while url and url[-1] in _TRAILING_PUNCT:
@@ -156,19 +213,21 @@ def parse_line(text: str) -> tuple[tuple[ShareLink, ...], tuple[Rejection, ...]]
     """
     found: list[tuple[int, ShareLink | Rejection]] = []
     pos, glued = 0, False
-    while True:
-        start = _NEXT_HTTP.match(text, pos) if glued else _LINK_START.search(text, pos)
-        if start is None:
-            break
-        tail = _URL_TAIL.match(text, start.end())
-        end = tail.end() if tail else start.end()
+    while (found_start := _next_link_start(text, pos, glued)) is not None:
+        start, schemeless = found_start
+        prefix = "https://" if schemeless else ""
+        tail_from = start.start() if schemeless else start.end()
+        tail = _URL_TAIL.match(text, tail_from)
+        end = tail.end() if tail else tail_from
         # Links pasted back to back (".../video/1https://v.douyin.com/x/") are two links.
         next_link = _NEXT_HTTP.search(text, start.end(), end)
+        if next_link and not _splits_here(prefix + text[start.start() : next_link.start()]):
+            next_link = None
         glued = next_link is not None
         end = next_link.start() if next_link else end
-        url = _strip_trailing_punct(text[start.start() : end])
+        url = prefix + _strip_trailing_punct(text[start.start() : end])
         pos = end
-        scheme = start.group().split(":", 1)[0].lower()
+        scheme = "https" if schemeless else start.group().split(":", 1)[0].lower()
         if scheme in ("http", "https"):
             found.append((start.start(), _parse_url(url)))
         else:
@@ -198,7 +257,7 @@ class InputReader:
         self.source = source
         self.skipped = 0
         self.lines_read = 0
-        self._lines = self._parse(stream)
+        self._lines = self._parse(_as_utf8(stream))
 
     def __iter__(self) -> InputReader:
         return self
@@ -206,7 +265,7 @@ class InputReader:
     def __next__(self) -> InputLine:
         return next(self._lines)
 
-    def _parse(self, stream: BinaryIO) -> Iterator[InputLine]:
+    def _parse(self, stream: _LineSource) -> Iterator[InputLine]:
         for raw, too_long in _split_lines(stream):
             self.lines_read += 1
             if self.lines_read == 1 and raw.startswith(_BOM):
@@ -228,6 +287,10 @@ class InputReader:
                 self.skipped += 1
                 continue
             links, rejections = parse_line(text)
+            if not links and raw.count(0) * 3 >= len(raw):
+                # Every other byte NUL: UTF-16 text, read as UTF-8 because it has no BOM.
+                reason = "no link found: the line looks like UTF-16 (save the file as UTF-8)"
+                rejections = (_reject(reason, text),)
             yield InputLine(self.source, line_no, links, rejections)
 
 
@@ -241,7 +304,56 @@ def iter_input_lines(stream: BinaryIO, source: str) -> InputReader:
     return InputReader(stream, source)
 
 
-def _split_lines(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+class _LineSource(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+class _Transcoded:
+    """A UTF-16 or UTF-32 stream (with a byte-order mark) read as UTF-8 bytes, in bounded
+    pieces; `_split_lines` accepts pieces that end anywhere, not only at line ends."""
+
+    def __init__(self, stream: BinaryIO, encoding: str) -> None:
+        self._stream = stream
+        # Undecodable code units (a lone surrogate, an odd last byte) become U+FFFD.
+        self._decoder = codecs.getincrementaldecoder(encoding)("replace")
+        self._pending = b""
+        self._eof = False
+
+    def readline(self, size: int = -1, /) -> bytes:
+        while not self._pending and not self._eof:
+            chunk = self._stream.read(_TRANSCODE_CHUNK)
+            self._eof = not chunk
+            self._pending = self._decoder.decode(chunk, final=self._eof).encode("utf-8")
+        limit = size if size > 0 else len(self._pending)
+        piece, self._pending = self._pending[:limit], self._pending[limit:]
+        return piece
+
+
+def _as_utf8(stream: BinaryIO) -> _LineSource:
+    """`stream` itself, or a UTF-8 view of it when it starts with a UTF-16/32 byte-order mark
+    (files saved as "Unicode" on Windows), so such a file reads like any other."""
+    head = _peek(stream, 4)
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            return _Transcoded(stream, encoding)
+    return stream
+
+
+def _peek(stream: BinaryIO, n: int) -> bytes:
+    """The first `n` bytes of `stream`, left unread (b"" when the stream cannot tell)."""
+    peek = getattr(stream, "peek", None)
+    if callable(peek):
+        data = peek(n)
+        return bytes(data[:n]) if isinstance(data, bytes | bytearray) else b""
+    if stream.seekable():
+        position = stream.tell()
+        data = stream.read(n)
+        stream.seek(position)
+        return data
+    return b""
+
+
+def _split_lines(stream: _LineSource) -> Iterator[tuple[bytes, bool]]:
     """Yield (line without terminator, too_long); holds at most ~2 × MAX_LINE_BYTES at once.
 
     Reads with a bounded `readline` so one huge line (or a file with no LF at all) never lands
