@@ -161,8 +161,7 @@ def _short_link(path: str, url: str) -> ShareLink | Rejection:
         return _reject("Douyin short link code has characters other than A-Z a-z 0-9 - _", url)
     if len(code) > MAX_SHORT_CODE:
         return _reject(
-            f"Douyin short link code too long ({len(code)} characters, at most "
-            f"{MAX_SHORT_CODE})",
+            f"Douyin short link code too long ({len(code)} characters, at most {MAX_SHORT_CODE})",
             url,
         )
     # Short links carry only tracking parameters in their query: the code alone names it.
