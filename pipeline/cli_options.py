@@ -77,7 +77,8 @@ fetch_options = _compose(
         show_envvar=True,
         default="http://127.0.0.1:8000",
         show_default=True,
-        help="Base URL of the parsing service.",
+        help="Base URL of the parsing service, http(s)://host[:port][/path] (its redirects are "
+        "not followed).",
     ),
     click.option(
         "--api-style",
