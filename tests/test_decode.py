@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.flatten import flatten
 from pipeline.upstream.contracts import AmagiContract, SeedContract
@@ -153,6 +155,33 @@ def test_nul_and_lone_surrogates_are_kept_and_cleaned_by_flatten() -> None:
     work.work.description.encode("utf-8")  # no lone surrogate left: PostgreSQL can store it
 
 
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES)
+def test_any_storable_document_decodes_like_the_standard_library(value: Any) -> None:
+    """Every JSON document within the rules round-trips (text includes lone surrogates)."""
+    body = json.dumps({"v": value}).encode()
+    assert decode_body(body) == json.loads(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_decode_never_raises(body: bytes) -> None:
+    decode_body(b"{" + body)
+
+
 def test_utf8_bom_is_ignored() -> None:
     assert decode_body(b"\xef\xbb\xbf" + VIDEO_BODY) == json.loads(VIDEO_BODY)
 
@@ -196,6 +225,7 @@ def test_a_5xx_with_a_hostile_body_is_still_a_5xx(style: str) -> None:
         ("http://u:pw@127.0.0.1:9/secret/path?token=abc", "to http://127.0.0.1:9;"),
         ("file:///etc/passwd", "to file:;"),
         ("/elsewhere?x=1", "to a path on the same host;"),
+        ("//127.0.0.1:9/elsewhere", "to //127.0.0.1:9;"),
         (None, "without a Location;"),
     ],
 )

@@ -61,11 +61,10 @@ def safe_origin(url: str) -> str:
     except ValueError:
         return "an unparsable URL"
     scheme = re.sub(r"[^a-z0-9+.\-]", "", parts.scheme.lower())[:20]
+    origin = f"//{host}" + (f":{port}" if port is not None else "") if host else ""
     if not scheme:
-        return "a path on the same host"
-    if not host:
-        return f"{scheme}:"
-    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+        return origin or "a path on the same host"  # relative, or scheme-relative
+    return f"{scheme}:{origin}"
 
 
 def aweme_id_from_url(url: str) -> int | None:
