@@ -11,15 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.inputs import (
-    MAX_LINE_BYTES,
-    Deduplicator,
-    InputLine,
-    Rejection,
-    ShareLink,
-    iter_input_lines,
-    parse_line,
-)
+from pipeline.input_files import MAX_LINE_BYTES, iter_input_lines
+from pipeline.inputs import Deduplicator, InputLine, Rejection, ShareLink, parse_line
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
 VIDEO_ID = 7071967230287744267

@@ -3,6 +3,8 @@
 `await client.fetch(link)` never raises for upstream trouble: every way a request can end is a
 `FetchResult` with an outcome class (UPSTREAM.md §1.3). After an operator error (expired cookie,
 rejected token) the client stops: later calls return OPERATOR at once, without a request.
+The service's redirects are never followed, bodies are decoded strictly (`decode.py`), and an
+answer about another work than the one asked for is UNUSABLE (docs/upstream.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -80,6 +83,9 @@ class UpstreamClient:
             raise ValueError(f"unknown API style {style!r} (expected 'seed' or 'amagi')")
         if concurrency < 1 or timeout_s <= 0 or max_body_bytes < 1:
             raise ValueError("concurrency, timeout_s and max_body_bytes must be positive")
+        if token is not None and urlsplit(api_base).username is not None:
+            # aiohttp refuses both at request time; say so once, here (the CLI checks earlier).
+            raise ValueError("api_base carries credentials and a token is set too: use one")
         self.api_base = api_base.rstrip("/")
         self.style = style
         self.contract: Contract = SeedContract() if style == "seed" else AmagiContract()
