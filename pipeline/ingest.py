@@ -22,7 +22,8 @@ from sqlalchemy import Engine
 
 from pipeline.config import Settings
 from pipeline.db.runs import LinkRecord, known_links
-from pipeline.inputs import Deduplicator, InputLine, ShareLink, iter_input_lines
+from pipeline.input_files import iter_input_lines
+from pipeline.inputs import Deduplicator, InputLine, ShareLink
 from pipeline.run import FetchedLink, FetchJob, Reporter, utc_now
 
 _KNOWN_CHECK_CHUNK = 500

@@ -60,7 +60,7 @@ def test_a_bug_in_one_link_is_recorded_and_the_run_goes_on(
             text("SELECT last_reason FROM share_links WHERE last_outcome = 'failed'")
         ).scalar_one()
     engine.dispose()
-    assert reason == "internal error: RuntimeError"
+    assert reason == "upstream payload could not be read: RuntimeError"
 
 
 def test_a_failing_database_write_stops_the_run_instead_of_hanging(
