@@ -34,6 +34,7 @@ from pipeline.cli_options import (
     batch_size_option,
     build_settings,
     database_options,
+    db_outage_option,
     fetch_options,
     output_options,
 )
@@ -178,6 +179,7 @@ def run_job(settings: Settings, sources: Sequence[InputSource]) -> RunSummary:
 @click.argument("files", nargs=-1, required=True, metavar="FILE…")
 @fetch_options
 @database_options
+@db_outage_option
 @batch_size_option(200, "Works")
 @click.option(
     "--force",
@@ -309,6 +311,7 @@ def reprocess_command(batch_size: int, **params: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Show how many works are due; fetch nothing.")
 @fetch_options
 @database_options
+@db_outage_option
 @batch_size_option(200, "Works")
 @output_options
 def refresh_command(**params: Any) -> None:
