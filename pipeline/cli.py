@@ -5,7 +5,8 @@ Exit codes (also in the README):
     0   every line was loaded, skipped (duplicate / already known) or is gone upstream
     1   usage error: bad option, unreadable input file; nothing was done
     2   finished, but some lines were invalid or failed permanently (`ingest failures`)
-    3   database problem: cannot connect, or the schema needs `ingest db upgrade`
+    3   database problem: cannot connect, the schema needs `ingest db upgrade`, or the
+        database stayed unreachable longer than --db-outage-seconds during the run
     4   another run holds the lock (overlapping `ingest refresh`); nothing was done
     75  temporary failure: some links still failed after retries (upstream down, rate
         limited; a service that does not answer at all stops the run early); run the same
