@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import signal
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from io import BytesIO
@@ -215,18 +216,57 @@ def _never_retrieved(records: list[logging.LogRecord]) -> list[str]:
     return [r.getMessage() for r in records if "never retrieved" in r.getMessage()]
 
 
+def _wait_for(condition: Any) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("condition never met")
+
+
 @pytest.mark.parametrize("signals", [1, 2])
 def test_a_signal_ends_the_run_interrupted_without_stray_task_errors(
     db_url: str, signals: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    jobs: list[IngestJob] = []
+    loads = {"n": 0}
+
+    def load_and_signal(conn: Connection, batch: Iterable[FlatWork], /) -> LoadResult:
+        """Mid-run, from inside a batch commit: Ctrl-C, and for a second one, Ctrl-C again
+        once the first has been seen, while this batch is still being written."""
+        loads["n"] += 1
+        if loads["n"] == 3:
+            job = jobs[0]
+            os.kill(os.getpid(), signal.SIGINT)
+            if signals == 2:
+                _wait_for(job._stop.is_set)
+                os.kill(os.getpid(), signal.SIGINT)
+                _wait_for(lambda: job._hard_stop)
+        return load_works(conn, batch)
+
     async def interrupted() -> run_module.RunSummary:
-        loop = asyncio.get_running_loop()
-        for n in range(signals):
-            loop.call_later(0.5 + 0.2 * n, os.kill, os.getpid(), signal.SIGINT)
-        # Slow answers: the run is mid-flight when the signals arrive.
-        return await _ingest(
-            db_url, sample_aweme_ids(200, seed=37), FaultConfig(latency_s=0.2), batch_size=5
-        )
+        engine = create_engine(db_url)
+        try:
+            async with FakeUpstream(seed=31, faults=FaultConfig(latency_s=0.05)) as fake:
+                config = Settings(
+                    fetch=FetchSettings(api_base=await fake.start(), rate=1000, concurrency=4),
+                    batch_size=5,
+                    batch_seconds=0.1,
+                )
+                ids = sample_aweme_ids(200, seed=37)
+                source = InputSource("ids", BytesIO("".join(f"{i}\n" for i in ids).encode()))
+                job = IngestJob(
+                    config,
+                    engine,
+                    NullReporter(),
+                    [source],
+                    load=load_and_signal,
+                    guard=fast_guard(),
+                )
+                jobs.append(job)
+                return await asyncio.wait_for(job.run(), timeout=60)
+        finally:
+            engine.dispose()
 
     with caplog.at_level(logging.WARNING):
         summary = asyncio.run(interrupted())
@@ -236,6 +276,8 @@ def test_a_signal_ends_the_run_interrupted_without_stray_task_errors(
     run = _run_row(db_url)
     assert run.status == "interrupted"
     assert run.finished_at is not None
+    expected = "interrupted by SIGINT" if signals == 1 else "interrupted by a second SIGINT"
+    assert run.message == expected
     assert _never_retrieved(caplog.records) == []
 
 
