@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine
 from pipeline.db.load import LoadResult
 from pipeline.db.outage import DatabaseUnavailable, OutageGuard, first_line
 from pipeline.db.runs import LinkRecord, save_progress
+from pipeline.db.state import mark_fetched
 from pipeline.db.tracking import LinkOutcome
 from pipeline.rows import FlatWork
 
@@ -106,6 +107,7 @@ class BatchCommitter:
         def transaction() -> Counter[str]:
             with self.engine.begin() as conn:
                 delta = _piece_counts(piece, self.load(conn, works))
+                mark_fetched(conn, works)  # checked now, available, next check by age
                 delta.update(self.record(conn, piece))
                 save_progress(conn, run_id, plus(base, delta))
             return delta

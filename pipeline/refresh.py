@@ -20,8 +20,8 @@ from sqlalchemy import Connection, Engine, Row, text
 
 from pipeline.batches import FetchedLink
 from pipeline.config import Settings
-from pipeline.db.load import mark_gone, reschedule
 from pipeline.db.outage import OutageGuard
+from pipeline.db.state import mark_gone, reschedule
 from pipeline.db.tracking import LinkOutcome
 from pipeline.errors import AlreadyRunning
 from pipeline.inputs import ShareLink, canonical_link

@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine
 from pipeline.batches import BatchCommitter, LoadWorks, describe
 from pipeline.batches import FetchedLink as FetchedLink  # re-exported: outcome_record's type
 from pipeline.config import Settings
-from pipeline.db.load import load_works, mark_gone
+from pipeline.db.load import load_works
 from pipeline.db.outage import DatabaseUnavailable, OutageGuard, first_line
 from pipeline.db.runs import (
     HEARTBEAT_INTERVAL,
@@ -47,6 +47,7 @@ from pipeline.db.runs import (
     resolve_through_other_links,
     start_run,
 )
+from pipeline.db.state import mark_gone
 from pipeline.db.tracking import LinkOutcome, RunStatus
 from pipeline.flatten import FlatWork, NotAWork, flatten
 from pipeline.inputs import ShareLink
