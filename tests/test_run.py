@@ -96,7 +96,7 @@ def test_a_bug_in_one_link_is_recorded_and_the_run_goes_on(
     assert summary.counts["loaded"] == 19
     assert summary.counts["failed"] == 1
     (reason,) = _query(db_url, "SELECT last_reason FROM share_links WHERE last_outcome = 'failed'")
-    assert reason[0] == "internal error: RuntimeError"
+    assert reason[0] == "upstream payload could not be read: RuntimeError"
 
 
 def _refusing(bad_id: int, error: Exception) -> Any:
