@@ -7,6 +7,7 @@ the stored payloads no longer carry are kept (the loader never writes "unknown" 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 
@@ -15,7 +16,8 @@ from sqlalchemy import Connection, Engine, Table, func, select, update
 from pipeline.db.load import load_works, table
 from pipeline.db.models import RawPayload
 from pipeline.db.payloads import LOADER_VERSION, stored_payloads
-from pipeline.db.runs import finish_run, start_run
+from pipeline.db.runs import beat, finish_run, start_run
+from pipeline.db.tracking import RunStatus
 from pipeline.flatten import FlatWork, NotAWork, flatten
 
 log = logging.getLogger(__name__)
@@ -28,14 +30,26 @@ def reprocess(engine: Engine, batch_size: int = 500, *, stale_only: bool = False
     counts: Counter[str] = Counter()
     with engine.begin() as conn:
         run_id = start_run(conn, "reprocess", {"batch_size": batch_size, "stale": stale_only})
-    after = -(2**63)
-    while True:
-        with engine.begin() as conn:
-            done, after = reprocess_batch(conn, after, batch_size, counts, stale_only=stale_only)
-        if not done:
-            break
-    with engine.begin() as conn:
-        finish_run(conn, run_id, "succeeded", counts, None)
+    status: RunStatus = RunStatus.FAILED
+    message: str | None = "stopped by an error"
+    try:
+        after = -(2**63)
+        while True:
+            with engine.begin() as conn:
+                done, after = reprocess_batch(
+                    conn, after, batch_size, counts, stale_only=stale_only
+                )
+                beat(conn, run_id)  # a long reprocess is alive, not abandoned
+            if not done:
+                break
+        status, message = RunStatus.SUCCEEDED, None
+    except KeyboardInterrupt:
+        status, message = RunStatus.INTERRUPTED, "interrupted"
+        raise
+    finally:
+        # The record is closed whatever ended the run (batches done so far are kept).
+        with contextlib.suppress(Exception), engine.begin() as conn:
+            finish_run(conn, run_id, status, counts, message)
     return counts
 
 

@@ -83,7 +83,12 @@ def embedded_url(data_dir: Path) -> str:
 
 def make_db_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("connect_args", {"application_name": f"douyin-ingest[{os.getpid()}]"})
+    # A connect timeout, so a network that drops packets (instead of refusing connections)
+    # cannot hang a run past its outage window (`--db-outage-seconds`).
+    kwargs.setdefault(
+        "connect_args",
+        {"application_name": f"douyin-ingest[{os.getpid()}]", "connect_timeout": 10},
+    )
     return create_engine(normalize_url(url), **kwargs)
 
 
