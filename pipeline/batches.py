@@ -27,6 +27,7 @@ from pipeline.db.tracking import LinkOutcome
 from pipeline.rows import FlatWork
 
 log = logging.getLogger(__name__)
+links_log = logging.getLogger("pipeline.links")  # -v: one line per link outcome
 
 _REASON_MAX = 300
 
@@ -114,7 +115,34 @@ class BatchCommitter:
 
         delta = self.guard.call("batch commit", transaction)
         self.temporary_failures.update(d.record.link_key for d in piece if d.temporary)
+        if links_log.isEnabledFor(logging.INFO):
+            for d in piece:
+                _log_outcome(d)
         return delta
+
+
+def _log_outcome(d: FetchedLink) -> None:
+    """The -v line of one link, once its outcome is committed."""
+    r = d.record
+    outcome = d.count_key if d.counted_as else r.outcome
+    if d.temporary:
+        outcome = "failed_temporary"
+    links_log.info(
+        "link %s id %s: %s, %d attempts%s",
+        r.url,
+        r.aweme_id if r.aweme_id is not None else "-",
+        outcome,
+        r.attempts,
+        f": {r.reason}" if r.reason else "",
+        extra={
+            "link": r.url,
+            "aweme_id": r.aweme_id,
+            "outcome": outcome,
+            "attempts": r.attempts,
+            "reason": r.reason,
+            "source": r.source,
+        },
+    )
 
 
 def plus(base: Counter[str], delta: Counter[str]) -> Counter[str]:

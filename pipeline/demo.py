@@ -1,4 +1,6 @@
-"""`ingest demo`: the whole job against the bundled fake upstream and the embedded database."""
+"""`ingest demo`: the whole job against the bundled fake upstream, in an embedded database of
+its own (never the default one, never a --database-url), emptied before every demo so each one
+exercises its contract from scratch."""
 
 from __future__ import annotations
 
@@ -10,12 +12,16 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, text
 
-from pipeline.config import Settings
+from pipeline.config import Settings, default_data_dir
+from pipeline.errors import UsageError
 from pipeline.ingest import IngestJob, InputSource
 from pipeline.run import Reporter, RunSummary
 from pipeline.testing.fake_upstream import FakeUpstream, FaultConfig
 
 EXAMPLE_INPUT = Path(__file__).resolve().parents[1] / "inputs" / "example_urls.txt"
+
+# Written into a data directory the demo created: only such a directory is ever emptied.
+DEMO_MARKER = "DOUYIN_INGEST_DEMO"
 
 # The work in inputs/example_urls.txt that the demo upstream reports as deleted.
 DEMO_GONE_ID = 7223326284024139065
@@ -26,6 +32,36 @@ SELECT aweme_id, kind, author_nickname AS author, digg_count AS likes,
   FROM works_enriched
  ORDER BY digg_count DESC NULLS LAST
  LIMIT 5"""
+
+
+def default_demo_dir() -> Path:
+    """The demo's own data directory, next to (never inside) the default database's."""
+    return default_data_dir().with_name(default_data_dir().name + "-demo")
+
+
+def prepare_demo_dir(data_dir: Path) -> Path:
+    """`data_dir`, created and marked as the demo's; refuses a directory with other content
+    (it could hold real data, and the demo empties its database)."""
+    marker = data_dir / DEMO_MARKER
+    if data_dir.exists() and not marker.exists() and any(data_dir.iterdir()):
+        raise UsageError(
+            f"{data_dir} is not empty and was not created by `ingest demo`: the demo empties "
+            "its database, so it only uses a directory of its own (pass a new --data-dir)"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("created by `ingest demo`; its database is emptied by every demo\n")
+    return data_dir
+
+
+def empty_database(engine: Engine) -> None:
+    """Every table emptied (the schema stays, at head): each demo starts from nothing."""
+    from pipeline.db import tracking  # noqa: F401 - the bookkeeping tables, on the same Base
+    from pipeline.db.models import Base
+
+    with engine.begin() as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        names = ", ".join(quote(t.name) for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
 async def run_demo(

@@ -1,6 +1,7 @@
 """Errors that stop a command before or outside a run, each mapped to one exit code in
-`pipeline.cli`. Upstream trouble is not raised: it is an outcome per link (`FetchResult`) and a
-run status (operator_error, failed), which `pipeline.cli.exit_code_for` turns into 77 or 75."""
+`pipeline.cli.app`. Upstream trouble is not raised: it is an outcome per link (`FetchResult`)
+and a run status (operator_error, failed), which `pipeline.cli.exits.exit_code_for` turns into
+77 or 75."""
 
 from __future__ import annotations
 

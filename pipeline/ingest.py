@@ -11,21 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Unpack
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from pipeline.batches import FetchedLink
 from pipeline.config import Settings
-from pipeline.db.runs import KnownFate, LinkRecord, known_links
+from pipeline.db.runs import KnownFate, LinkRecord, known_links, rejected_before
 from pipeline.db.tracking import LinkOutcome
 from pipeline.input_files import iter_input_lines
 from pipeline.inputs import Deduplicator, InputLine, ShareLink
 from pipeline.run import FetchJob, JobOptions, Reporter
+
+log = logging.getLogger(__name__)
 
 _KNOWN_CHECK_CHUNK = 500
 
@@ -100,9 +103,27 @@ class IngestJob(FetchJob):
             lines.close()
             self.counts["skipped_blank"] = lines.skipped
 
+    def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> Counter[str]:
+        """Besides what every job records: a rejected line an earlier run already rejected
+        (same file, line and text) is not a new problem, so it is counted `known_invalid`
+        instead of `invalid` and does not make the run partial (exit 2) again."""
+        assert self.run_id is not None
+        rejected = [
+            d.record.link_key
+            for d in batch
+            if d.record.outcome == LinkOutcome.INVALID and d.counted_as is None
+        ]
+        before = rejected_before(conn, self.run_id, rejected)
+        fix = super()._record(conn, batch)
+        if before:
+            fix["invalid"] -= len(before)
+            fix["known_invalid"] += len(before)
+        return fix
+
     async def _dispatch(self, pending: list[tuple[ShareLink, str]]) -> None:
-        """Skip links already loaded or known gone (unless --force), queue the rest. A skipped
-        link is still recorded for this run, with its work's fate: every line, every time."""
+        """Skip links already loaded, known gone, or rejected by the service as invalid (unless
+        --force), queue the rest. A skipped link is still recorded for this run, with its
+        known fate: every line, every time."""
         if not pending:
             return
         if self.settings.force:
@@ -119,7 +140,8 @@ class IngestJob(FetchJob):
             record = LinkRecord(
                 link.key, link.url, fate.aweme_id, fate.outcome, fate.reason, 0, where
             )
-            await self._hand_to_writer(FetchedLink(record, None, counted_as="skipped_known"))
+            skipped = "known_invalid" if fate.outcome is LinkOutcome.INVALID else "skipped_known"
+            await self._hand_to_writer(FetchedLink(record, None, counted_as=skipped))
 
     def _known(self, keys: list[str], ids: list[int]) -> dict[str, KnownFate]:
         with self.engine.connect() as conn:
@@ -160,7 +182,9 @@ class LinesFromThread:
         try:
             for source in self._sources:
                 reader = iter_input_lines(source.stream, source.name)
+                lines = 0
                 for line in reader:
+                    lines += 1
                     while not self._space.acquire(timeout=0.2):  # back-pressure
                         if self._closed.is_set():
                             return
@@ -170,6 +194,12 @@ class LinesFromThread:
                     if len(self._buffer) == 1:  # the consumer may be waiting
                         self._wake()
                 self.skipped += reader.skipped
+                if not lines:
+                    log.warning(
+                        "%s: no links to read (the input is empty, or only blank lines and "
+                        "# comments)",
+                        source.name,
+                    )
         except BaseException as exc:  # surfaced to the consumer, never lost in the thread
             self._error = exc
         finally:

@@ -33,6 +33,7 @@ SUMMARY_ROWS = (
     ("links", "links and rejected lines"),
     ("duplicate", "skipped: repeated earlier in this run"),
     ("skipped_known", "skipped: already loaded or known gone (use --force to refetch)"),
+    ("known_invalid", "skipped: rejected as invalid before (not a new problem)"),
     ("loaded", "loaded"),
     ("gone", "gone: deleted, private or under review"),
     ("invalid", "invalid: rejected with a reason"),
@@ -97,11 +98,14 @@ class BarReporter:
 
 
 class LogReporter:
-    """Periodic log lines instead of a bar (not a terminal, or --no-progress)."""
+    """Periodic log lines instead of a bar (not a terminal, or --no-progress). `total` is the
+    count that says how much work there is: `links` read by an ingest, works `due` in a
+    refresh."""
 
-    def __init__(self, interval_s: float = 10.0) -> None:
+    def __init__(self, interval_s: float = 10.0, total: str = "links") -> None:
         self._interval = interval_s
         self._last = time.monotonic()
+        self._total = total
 
     def __enter__(self) -> LogReporter:
         return self
@@ -115,19 +119,30 @@ class LogReporter:
         now = time.monotonic()
         if now - self._last >= self._interval:
             self._last = now
-            log.info("progress: read %d links · %s", counts.get("links", 0), _outcome_text(counts))
+            log.info("progress: %s · %s", self.describe_total(counts), _outcome_text(counts))
+
+    def describe_total(self, counts: Mapping[str, int]) -> str:
+        if self._total == "due":
+            return f"{counts.get('due', 0)} works due so far"
+        return f"read {counts.get('links', 0)} links"
+
+
+# Wide enough that no table or line is ever wrapped when stdout is a file or a pipe: a link
+# split over two lines cannot be grepped or copied (rich would wrap at 80 columns).
+UNWRAPPED_WIDTH = 100_000
 
 
 def output_console() -> Console:
-    """Where summaries and tables go: stdout, at least 120 columns wide when it is not a
-    terminal (rich would otherwise wrap at 80 in logs and pipes)."""
-    return Console() if sys.stdout.isatty() else Console(width=120)
+    """Where summaries and tables go: stdout; never wrapped when it is not a terminal."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=UNWRAPPED_WIDTH, soft_wrap=True)
 
 
-def make_reporter(progress_bar: bool) -> BarReporter | LogReporter:
+def make_reporter(progress_bar: bool, total: str = "links") -> BarReporter | LogReporter:
     """A progress bar on stderr when it is a terminal (or when asked), periodic log lines
     otherwise; stdout keeps only the summary, so it can be piped."""
-    return BarReporter(Console(stderr=True)) if progress_bar else LogReporter()
+    return BarReporter(Console(stderr=True)) if progress_bar else LogReporter(total=total)
 
 
 def summary_table(title: str, counts: Mapping[str, int]) -> Table:

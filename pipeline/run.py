@@ -208,7 +208,8 @@ class FetchJob:
         refresh), and resolve links left failed whose work has now loaded. Returns the
         corrections to this run's counts."""
         assert self.run_id is not None
-        record_links(conn, self.run_id, [d.record for d in batch])
+        retryable = {d.record.link_key for d in batch if d.temporary}
+        record_links(conn, self.run_id, [d.record for d in batch], retryable)
         mark_gone(conn, gone_works(batch), self.now())
         return self._resolve(conn, batch)
 

@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from pipeline.cli.app import cli
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:

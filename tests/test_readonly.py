@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from helpers import load_fetched
-from pipeline.cli_readonly import register
+from pipeline.cli.db import grant_readonly_command
 from pipeline.config import Secret
 from pipeline.db.readonly import grant_readonly, validate_role_name
 from pipeline.errors import UsageError
@@ -254,7 +254,7 @@ def test_cli_command_grants_with_a_password_from_the_environment(
     admin: Engine, db_url: str, role_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     group = click.Group("db")
-    register(group)
+    group.add_command(grant_readonly_command)
     monkeypatch.setenv("RO_PASSWORD", PASSWORD)
     runner = CliRunner()
     result = runner.invoke(

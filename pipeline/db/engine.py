@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +59,9 @@ def embedded_server(data_dir: Path) -> Any:
     if pgdata in _servers:
         return _servers[pgdata]
     pgdata.mkdir(parents=True, exist_ok=True)
-    # pgserver logs every step at INFO; keep our own output readable.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # pgserver logs every step at INFO; keep our own output readable (unless --debug).
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers); pgserver then
         # uses /tmp/runtime-$UID, which is fine.
@@ -67,13 +70,52 @@ def embedded_server(data_dir: Path) -> Any:
 
     try:
         server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+        _require_passwords(server, pgdata)
     except Exception as exc:  # pgserver raises bare subprocess/assert errors
-        raise DatabaseError(
-            f"could not start the embedded PostgreSQL in {pgdata}: {exc.__class__.__name__}; "
-            f"see {pgdata / 'log'}"
-        ) from None
+        raise DatabaseError(_start_failure(pgdata, exc)) from None
     _servers[pgdata] = server
     return server
+
+
+def _start_failure(pgdata: Path, exc: Exception) -> str:
+    """Why the embedded server did not start, pointing at its log only when there is one
+    (initdb failing, or a directory that cannot be written, leaves none)."""
+    detail = first_line_of(exc)
+    message = f"could not start the embedded PostgreSQL in {pgdata}: {exc.__class__.__name__}"
+    if detail:
+        message += f" ({detail})"
+    log_file = pgdata / "log"
+    if log_file.is_file():
+        message += f"; see {log_file}"
+    return message
+
+
+def first_line_of(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+# initdb gives every local connection `trust`; roles other than the owner must prove who they
+# are, or `ingest db psql -U analyst` with any password (or none) would get in.
+_HBA_MARKER = (
+    "# douyin-ingest: the owner is trusted on the socket, every other role needs its password"
+)
+_HBA = f"""{_HBA_MARKER}
+local all postgres trust
+local all all scram-sha-256
+host all postgres 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+host all postgres ::1/128 trust
+host all all ::1/128 scram-sha-256
+"""
+
+
+def _require_passwords(server: Any, pgdata: Path) -> None:
+    hba = pgdata / "pg_hba.conf"
+    if _HBA_MARKER in hba.read_text(encoding="utf-8"):
+        return
+    hba.write_text(_HBA, encoding="utf-8")  # in place: owner and mode stay the server's
+    server.psql("SELECT pg_reload_conf();")
 
 
 def embedded_url(data_dir: Path) -> str:
@@ -108,11 +150,15 @@ class Database:
         return self.safe_url
 
 
-def error_reason(exc: Exception, secret: str | None = None) -> str:
+def error_reason(exc: Exception, secret: str | None = None, *, public: Sequence[str] = ()) -> str:
     """The first line of the driver's message (never the SQL or its parameters), with the
-    password masked should the server ever echo it."""
+    password masked should the server ever echo it: only where it stands as a whole word, and
+    not where it is also a value printed on purpose (`public`: the user, host and database
+    name), so a short or common password cannot garble the message."""
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-    return reason.replace(secret, "***") if secret else reason
+    if not secret or secret in public:
+        return reason
+    return re.sub(rf"(?<![\w.-]){re.escape(secret)}(?![\w.-])", "***", reason)
 
 
 def psql_binary() -> str | None:
@@ -139,7 +185,9 @@ def open_database(
             pass
     except OperationalError as exc:
         engine.dispose()
-        reason = error_reason(exc, engine.url.password)
+        url = engine.url
+        public = [str(v) for v in (url.username, url.host, url.database, url.port) if v]
+        reason = error_reason(exc, url.password, public=public)
         raise DatabaseError(f"cannot connect to the database: {reason}") from None
     if require_schema:
         require_current(engine)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -41,10 +41,10 @@ class LinkRecord:
 
 @dataclass(frozen=True, slots=True)
 class KnownFate:
-    """What the database already knows of a link's work: why the link need not be fetched."""
+    """What the database already knows of a link (or its work): why it need not be fetched."""
 
     aweme_id: int | None
-    outcome: LinkOutcome  # LOADED or GONE
+    outcome: LinkOutcome  # LOADED, GONE, or INVALID (the service rejected this very link)
     reason: str
 
 
@@ -193,8 +193,14 @@ def recent_runs(conn: Connection, limit: int) -> list[Row[Any]]:
 # -- links -----------------------------------------------------------------------------------
 
 
-def record_links(conn: Connection, run_id: int, records: Sequence[LinkRecord]) -> None:
-    """Upsert the outcome of each link; sorted by key like every other writer."""
+def record_links(
+    conn: Connection,
+    run_id: int,
+    records: Sequence[LinkRecord],
+    retryable: Collection[str] = (),
+) -> None:
+    """Upsert the outcome of each link; sorted by key like every other writer. `retryable`:
+    keys of the links that failed temporarily (worth retrying later)."""
     if not records:
         return
     latest: dict[str, LinkRecord] = {r.link_key: r for r in records}
@@ -206,6 +212,7 @@ def record_links(conn: Connection, run_id: int, records: Sequence[LinkRecord]) -
             "aweme_id": func.coalesce(stmt.excluded.aweme_id, ShareLinkRecord.aweme_id),
             "last_outcome": stmt.excluded.last_outcome,
             "last_reason": stmt.excluded.last_reason,
+            "retryable": stmt.excluded.retryable,
             "attempts": ShareLinkRecord.attempts + stmt.excluded.attempts,
             "source": stmt.excluded.source,
             "last_seen_at": func.now(),
@@ -221,6 +228,7 @@ def record_links(conn: Connection, run_id: int, records: Sequence[LinkRecord]) -
                 "aweme_id": r.aweme_id,
                 "last_outcome": r.outcome,
                 "last_reason": None if r.reason is None else pg_text(r.reason),
+                "retryable": r.outcome == LinkOutcome.FAILED and r.link_key in retryable,
                 "attempts": r.attempts,
                 "source": None if r.source is None else pg_text(r.source),
                 "last_run_id": run_id,
@@ -250,7 +258,9 @@ def resolve_through_other_links(conn: Connection, aweme_ids: Sequence[int]) -> l
                 _links.c.last_outcome == LinkOutcome.FAILED,
                 available,
             )
-            .values(last_outcome=LinkOutcome.LOADED, last_reason=RESOLVED_ELSEWHERE)
+            .values(
+                last_outcome=LinkOutcome.LOADED, last_reason=RESOLVED_ELSEWHERE, retryable=False
+            )
             .returning(_links.c.link_key, _links.c.last_run_id)
         )
     )
@@ -260,8 +270,15 @@ def known_links(
     conn: Connection, keys: Sequence[str], aweme_ids: Sequence[int]
 ) -> dict[str, KnownFate]:
     """Of `keys` (and `aweme:<id>` keys for `aweme_ids`), those whose work is already loaded or
-    known gone, through this link or any other link to the same work, and that fate."""
+    known gone, through this link or any other link to the same work, and that fate; and
+    those the service rejected as invalid before (this very link: another link to the same
+    work may still be good)."""
     works = cast(Table, Work.__table__)
+    invalid_rows = conn.execute(
+        select(_links.c.link_key, _links.c.aweme_id, _links.c.last_reason).where(
+            _links.c.link_key.in_(list(keys)), _links.c.last_outcome == LinkOutcome.INVALID
+        )
+    ).all()
     link_rows = conn.execute(
         select(
             _links.c.link_key,
@@ -282,8 +299,12 @@ def known_links(
             works.c.aweme_id.in_(list(aweme_ids))
         )
     ).all()
-    known: dict[str, KnownFate] = {}
-    # Links first, works last: the works table has the final word on a work's fate.
+    known: dict[str, KnownFate] = {
+        r.link_key: KnownFate(r.aweme_id, LinkOutcome.INVALID, _rejected_reason(r.last_reason))
+        for r in invalid_rows
+    }
+    # Invalid links first, then links, works last: the works table has the final word on a
+    # work's fate.
     for r in link_rows:
         fate = _fate(r.aweme_id, r.gone_at, r.gone_reason) if r.has_work else None
         if fate is None:
@@ -303,16 +324,44 @@ def _fate(aweme_id: int, gone_at: datetime | None, gone_reason: str | None) -> K
     return KnownFate(aweme_id, outcome, _skip_reason(outcome, gone_reason))
 
 
+def _rejected_reason(reason: str | None) -> str:
+    return f"rejected before: {reason}" if reason else "rejected before as invalid"
+
+
 def _skip_reason(outcome: LinkOutcome, gone_reason: str | None) -> str:
     if outcome is LinkOutcome.LOADED:
         return "already loaded"
     return f"already known gone: {gone_reason}" if gone_reason else "already known gone"
 
 
-def failed_links(conn: Connection, run_id: int | None) -> list[Row[Any]]:
+def failed_links(
+    conn: Connection, run_id: int | None, *, retryable_only: bool = False
+) -> list[Row[Any]]:
+    """Links (and rejected lines) left invalid or failed, optionally only those last seen by
+    `run_id`, or only those worth retrying (failed temporarily)."""
     stmt = select(_links).where(
         _links.c.last_outcome.in_((LinkOutcome.INVALID, LinkOutcome.FAILED))
     )
     if run_id is not None:
         stmt = stmt.where(_links.c.last_run_id == run_id)
+    if retryable_only:
+        stmt = stmt.where(_links.c.retryable)
     return list(conn.execute(stmt.order_by(_links.c.link_key)))
+
+
+def run_exists(conn: Connection, run_id: int) -> bool:
+    return conn.execute(select(_runs.c.run_id).where(_runs.c.run_id == run_id)).first() is not None
+
+
+def rejected_before(conn: Connection, run_id: int, keys: Sequence[str]) -> set[str]:
+    """Of `keys`, those an earlier run already recorded as invalid: not new problems."""
+    if not keys:
+        return set()
+    rows = conn.execute(
+        select(_links.c.link_key).where(
+            _links.c.link_key.in_(sorted(set(keys))),
+            _links.c.last_outcome == LinkOutcome.INVALID,
+            _links.c.last_run_id != run_id,
+        )
+    )
+    return set(rows.scalars())

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Identity, Integer, text
+from sqlalchemy import CheckConstraint, ForeignKey, Identity, Integer, false, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -108,6 +108,14 @@ class ShareLinkRecord(Base):
     last_outcome: Mapped[str] = mapped_column(comment="loaded | gone | invalid | failed.")
     last_reason: Mapped[str | None] = mapped_column(
         comment="Short, secret-free reason for gone/invalid/failed outcomes."
+    )
+    retryable: Mapped[bool] = mapped_column(
+        server_default=false(),
+        comment=(
+            "True when the link last failed temporarily (timeouts, 5xx, rate limits): worth "
+            "retrying, and what `ingest failures --export` writes. False for every other "
+            "outcome, and for permanent failures."
+        ),
     )
     attempts: Mapped[int] = mapped_column(
         Integer, server_default="0", comment="HTTP attempts spent on this link, over all runs."

@@ -1,0 +1,112 @@
+"""What every command shares: the database it opens (and always closes), logging set up from
+its output options, and how a run's summary is shown (a table, or one JSON object)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from pipeline.cli.exits import exit_code_for
+from pipeline.cli.options import DatabaseOptions, OutputOptions
+from pipeline.config import Settings
+from pipeline.db import engine as db_engine
+from pipeline.db.engine import Database
+from pipeline.logs import configure_logging
+from pipeline.progress import output_console, summary_table
+from pipeline.run import RunSummary
+
+
+@contextmanager
+def open_database(
+    database: DatabaseOptions | Settings, *, require_schema: bool = True, migrate: bool = True
+) -> Iterator[Database]:
+    """The database a command works on: the embedded default (migrated automatically unless
+    `migrate=False`) or the given URL (checked, never migrated silently). Always disposed."""
+    settings = database if isinstance(database, Settings) else _settings_for(database)
+    opened = db_engine.open_database(
+        settings, migrate_embedded=migrate, require_schema=require_schema
+    )
+    try:
+        yield opened
+    finally:
+        opened.engine.dispose()
+
+
+def _settings_for(database: DatabaseOptions) -> Settings:
+    return Settings(database_url=database.url, data_dir=database.data_dir)
+
+
+def setup_logging(output: OutputOptions) -> None:
+    configure_logging(output.log_format, output.verbosity, debug=output.debug)
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout."""
+    click.echo(json.dumps(value, ensure_ascii=False, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def finish(
+    command: str,
+    summary: RunSummary,
+    settings: Settings,
+    output: OutputOptions,
+    *,
+    title: str | None = None,
+    exit_code: int | None = None,
+) -> int:
+    """Show the run's summary (table and hints, or one JSON object); returns its exit code."""
+    code = exit_code_for(summary.status, summary.counts) if exit_code is None else exit_code
+    hints = _hints(summary, settings)
+    if output.json:
+        print_json(
+            {
+                "command": command,
+                "run_id": summary.run_id,
+                "status": summary.status,
+                "exit_code": code,
+                "counts": _counts(summary.counts),
+                "message": summary.message,
+                "hints": hints,
+            }
+        )
+        return code
+    console = output_console()
+    console.print(summary_table(title or f"{command} run {summary.run_id}: {summary.status}",
+                                summary.counts))  # fmt: skip
+    if summary.message:
+        console.print(f"[bold]stopped early:[/bold] {summary.message}")
+    for hint in hints:
+        console.print(hint, markup=False, highlight=False)
+    return code
+
+
+def _counts(counts: Mapping[str, int]) -> dict[str, int]:
+    return {k: int(v) for k, v in sorted(counts.items()) if v}
+
+
+def _hints(summary: RunSummary, settings: Settings) -> list[str]:
+    hints = []
+    counts = summary.counts
+    if summary.status == "operator_error" and settings.fetch.api_token is None:
+        hints.append(
+            "No API token was set: pass --api-token or set DOUYIN_API_TOKEN if the service "
+            "needs one."
+        )
+    if counts.get("failed") or counts.get("invalid"):
+        hints.append(f"See what failed and why: ingest failures --run {summary.run_id}")
+    if counts.get("failed_temporary"):
+        hints.append(
+            "Retry the temporary failures later: ingest failures --export retry.txt, "
+            "then ingest retry.txt (or re-run the same command)."
+        )
+    return hints
