@@ -104,9 +104,10 @@ class IngestJob(FetchJob):
             self.counts["skipped_blank"] = lines.skipped
 
     def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> Counter[str]:
-        """Besides what every job records: a rejected line an earlier run already rejected
-        (same file, line and text) is not a new problem, so it is counted `known_invalid`
-        instead of `invalid` and does not make the run partial (exit 2) again."""
+        """Besides what every job records: what an earlier run already recorded as invalid (a
+        line with the same file, line and text; a link the service rejected, asked again with
+        --force) is not a new problem, so it is counted `known_invalid` instead of `invalid`
+        and does not make the run partial (exit 2) again."""
         assert self.run_id is not None
         rejected = [
             d.record.link_key

@@ -31,16 +31,19 @@ def test_demo_runs_end_to_end_on_a_fresh_embedded_database(pg_data_dir: Path) ->
         ), (label, first.stdout)
     assert "most liked works" in first.stdout
 
+    assert "rejected on purpose" in first.stdout
+
+    # Every demo starts from an empty database of its own: it loads everything again.
     again = run_ingest(["demo", "--data-dir", str(data_dir)], timeout=180)
     assert again.returncode == 0, again.stderr
-    assert "demo run 2" in again.stdout
+    assert "demo run 1" in again.stdout
 
     runs = run_ingest(["runs", "--json", "--data-dir", str(data_dir)])
     assert runs.returncode == 0, runs.stderr
-    records = [json.loads(line) for line in runs.stdout.splitlines()]
-    assert [r["run_id"] for r in records] == [2, 1]
-    assert records[0]["counts"]["skipped_known"] == 11  # nothing fetched the second time
-    assert records[1]["counts"]["loaded"] == 10
+    records = json.loads(runs.stdout)
+    assert [r["run_id"] for r in records] == [1]
+    assert records[0]["counts"]["loaded"] == 10
+    assert "skipped_known" not in records[0]["counts"]
 
     url = run_ingest(["db", "url", "--data-dir", str(data_dir)])
     assert url.returncode == 0

@@ -58,18 +58,13 @@ def embedded_server(data_dir: Path) -> Any:
     pgdata = (data_dir / "pg").resolve()
     if pgdata in _servers:
         return _servers[pgdata]
-    pgdata.mkdir(parents=True, exist_ok=True)
     # pgserver logs every step at INFO; keep our own output readable (unless --debug).
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("pgserver").setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers); pgserver then
-        # uses /tmp/runtime-$UID, which is fine.
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import pgserver
-
+    pgserver = _import_pgserver()
     try:
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+        pgdata.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
         _require_passwords(server, pgdata)
     except Exception as exc:  # pgserver raises bare subprocess/assert errors
         raise DatabaseError(_start_failure(pgdata, exc)) from None
@@ -118,6 +113,15 @@ def _require_passwords(server: Any, pgdata: Path) -> None:
     server.psql("SELECT pg_reload_conf();")
 
 
+def _import_pgserver() -> Any:
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers); pgserver then
+        # uses /tmp/runtime-$UID, which is fine.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver
+    return pgserver
+
+
 def embedded_url(data_dir: Path) -> str:
     server = embedded_server(data_dir)
     return normalize_url(server.get_uri())
@@ -163,8 +167,7 @@ def error_reason(exc: Exception, secret: str | None = None, *, public: Sequence[
 
 def psql_binary() -> str | None:
     """The psql shipped with the embedded server, else one on PATH."""
-    import pgserver
-
+    pgserver = _import_pgserver()
     bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
     return str(bundled) if bundled.exists() else shutil.which("psql")
 
