@@ -62,11 +62,13 @@ def test_psql_as_a_read_only_role_cannot_write_and_needs_its_password(pg_data_di
         return result.returncode, result.stdout + result.stderr
 
     code, out = psql(PASSWORD, "-U", "reader", "-c", "delete from works")
-    assert code != 0 and "permission denied" in out, out
+    assert code != 0, out
+    assert "permission denied" in out
     code, out = psql(PASSWORD, "--role", "reader", "-tA", "-c", "select current_user")
     assert (code, out.strip()) == (0, "reader"), out
     code, out = psql("wrong", "-U", "reader", "-c", "select 1")
-    assert code != 0 and "password authentication failed" in out, out
+    assert code != 0, out
+    assert "password authentication failed" in out
     # The owner still gets in without a password.
     code, out = psql("", "-tA", "-c", "select count(*) from works")
     assert (code, out.strip()) == (0, "0"), out
@@ -195,8 +197,10 @@ def test_json_logs_make_stdout_one_object_and_stderr_json_lines(
     )
     assert result.returncode == 2, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["exit_code"] == 2 and summary["status"] == "partial"
-    assert summary["counts"]["loaded"] == 5 and summary["counts"]["invalid"] == 1
+    assert summary["exit_code"] == 2
+    assert summary["status"] == "partial"
+    assert summary["counts"]["loaded"] == 5
+    assert summary["counts"]["invalid"] == 1
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     outcomes = [entry for entry in lines if entry["logger"] == "pipeline.links"]
     assert sorted(e["aweme_id"] for e in outcomes if e["outcome"] == "loaded") == sorted(ids)
@@ -260,7 +264,8 @@ def test_the_demo_never_touches_the_default_database(pg_data_dir: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "already loaded" not in result.stdout
         loaded = [line for line in result.stdout.splitlines() if "│ loaded" in line]
-        assert loaded and loaded[0].split("│")[1].strip() == "10", result.stdout
+        assert loaded, result.stdout
+        assert loaded[0].split("│")[1].strip() == "10", result.stdout
         assert "rejected on purpose" in result.stdout
     assert (pg_data_dir / "douyin-ingest-demo" / "pg").is_dir()
     assert not (pg_data_dir / "douyin-ingest").exists()  # the default database: never made
