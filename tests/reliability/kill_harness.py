@@ -295,7 +295,6 @@ class OutageProxy:
             self._target: tuple[str, Any] = ("unix", f"{directory}/.s.PGSQL.{url.port or 5432}")
         else:
             self._target = ("tcp", (url.host, url.port or 5432))
-        self._server_url = url
         self._links: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -305,11 +304,12 @@ class OutageProxy:
         self._thread.start()
         self._call(self._listen())
 
-    def url_for(self, database: str) -> str:
-        """The URL of `database` reached through the proxy (same user and password)."""
-        url = self._server_url.set(host="127.0.0.1", port=self.port, database=database)
-        url = url.difference_update_query(["host", "port"])
-        return url.render_as_string(hide_password=False)
+    def route(self, url: str) -> str:
+        """`url` (a database on the proxied server) reached through the proxy instead."""
+        routed = make_url(url).set(host="127.0.0.1", port=self.port)
+        return routed.difference_update_query(["host", "port"]).render_as_string(
+            hide_password=False
+        )
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)

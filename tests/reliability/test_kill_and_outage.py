@@ -132,7 +132,8 @@ def assert_same_tables(reference: str, candidate: str) -> None:
 
 
 def no_run_left_running(url: str) -> list[str]:
-    """Statuses after one more (no-op) run: the next run closes the records of dead runs."""
+    """Every run's status, none of them `running` (the last run has closed the records of
+    the runs that died before it)."""
     statuses = h.run_statuses(url)
     assert "running" not in statuses, statuses
     return statuses
@@ -204,7 +205,7 @@ def test_database_stopped_for_20_s_mid_run_the_run_waits_and_finishes_like_a_cle
     expected_links = h.count_rows(reference, "share_links")
 
     direct = database("outage")
-    through_proxy = proxy.url_for(h.database_name("outage"))
+    through_proxy = proxy.route(direct)
     proc = subprocess.Popen(
         [*ingest_command(), *links_only.args("--database-url", through_proxy)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -225,7 +226,7 @@ def test_an_outage_longer_than_the_window_exits_3_in_one_line_and_the_run_is_clo
     links_only: Scenario, database: Callable[[str], str], proxy: h.OutageProxy
 ) -> None:
     direct = database("long_outage")
-    through_proxy = proxy.url_for(h.database_name("long_outage"))
+    through_proxy = proxy.route(direct)
     args = links_only.args("--database-url", through_proxy)
     proc = subprocess.Popen(
         [*ingest_command(), *args, "--db-outage-seconds", "3"],
@@ -255,10 +256,10 @@ def test_an_outage_longer_than_the_window_exits_3_in_one_line_and_the_run_is_clo
 
 
 def test_the_outage_proxy_cuts_live_connections_refuses_new_ones_and_comes_back(
-    proxy: h.OutageProxy, template_url: str
+    proxy: h.OutageProxy, pg_server_url: str
 ) -> None:
     """The instrument of the outage tests does what they rely on."""
-    engine = create_engine(proxy.url_for("ingest_template"), poolclass=NullPool)
+    engine = create_engine(proxy.route(pg_server_url), poolclass=NullPool)
     try:
         with engine.connect() as live:
             assert live.execute(text("SELECT 1")).scalar_one() == 1
