@@ -193,6 +193,7 @@ def test_ten_sigkills_at_random_moments_then_a_rerun_equal_a_clean_run(
     assert_same_tables(reference, killed)
     statuses = no_run_left_running(killed)
     assert statuses.count("abandoned") >= len(mid_work), statuses
+    assert statuses[-1] == h.run_statuses(reference)[0], statuses
     assert all(r["status"] != "running" for r in runs_as_shown(killed))
 
 
