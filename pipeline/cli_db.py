@@ -36,8 +36,10 @@ def db_upgrade(**params: Any) -> None:
     try:
         with database.engine.connect() as conn:
             before = current_revision(conn)
-        upgrade(database.engine)
+        rebuilt = upgrade(database.engine)
         click.echo(f"database at {head_revision()} (was {before or 'empty'})")
+        if rebuilt:
+            click.echo(f"rebuilt the content of {rebuilt} stored payloads with this version")
     finally:
         database.engine.dispose()
 

@@ -19,11 +19,12 @@ from typing import BinaryIO, Unpack
 
 from sqlalchemy import Engine
 
+from pipeline.batches import FetchedLink
 from pipeline.config import Settings
 from pipeline.db.runs import KnownFate, LinkRecord, known_links
 from pipeline.db.tracking import LinkOutcome
 from pipeline.inputs import Deduplicator, InputLine, ShareLink, iter_input_lines
-from pipeline.run import FetchedLink, FetchJob, JobOptions, Reporter
+from pipeline.run import FetchJob, JobOptions, Reporter
 
 _KNOWN_CHECK_CHUNK = 500
 

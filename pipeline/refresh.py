@@ -18,13 +18,14 @@ from typing import Any, Unpack
 
 from sqlalchemy import Connection, Engine, Row, text
 
+from pipeline.batches import FetchedLink
 from pipeline.config import Settings
-from pipeline.db.load import mark_gone, reschedule
 from pipeline.db.outage import OutageGuard
+from pipeline.db.state import mark_gone, reschedule
 from pipeline.db.tracking import LinkOutcome
 from pipeline.errors import AlreadyRunning
 from pipeline.inputs import ShareLink, canonical_link
-from pipeline.run import FetchedLink, FetchJob, JobOptions, Reporter, gone_works, utc_now
+from pipeline.run import FetchJob, JobOptions, Reporter, gone_works, utc_now
 from pipeline.schedule import RETRY_FAILED_AFTER
 
 # pg_advisory_lock key: any constant unique to this job.

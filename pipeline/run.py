@@ -12,7 +12,8 @@ point has lost nothing it reported, and re-running the same command finishes the
 
 What no payload and no outage may do is stop a run or leave it lying about itself:
 - a batch that PostgreSQL (or the row builder) rejects is retried in halves until the one
-  work that cannot be stored is found; that link is recorded `failed`, the rest commits;
+  work that cannot be stored is found; that link is recorded `failed`, the rest commits
+  (`pipeline.batches`);
 - every database call rides out an outage of up to `--db-outage-seconds` (`OutageGuard`);
 - every task runs under one TaskGroup, and whatever ends the run, its record is closed;
   a heartbeat lets the next run tell a process that died (SIGKILL) from a live one.
@@ -25,17 +26,18 @@ import contextlib
 import logging
 import signal
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypedDict, TypeVar, Unpack
 
 from sqlalchemy import Connection, Engine
 
+from pipeline.batches import BatchCommitter, LoadWorks, describe
+from pipeline.batches import FetchedLink as FetchedLink  # re-exported: outcome_record's type
 from pipeline.config import Settings
-from pipeline.db.engine import error_reason
-from pipeline.db.load import LoadResult, load_works, mark_gone
-from pipeline.db.outage import DatabaseUnavailable, OutageGuard
+from pipeline.db.load import load_works
+from pipeline.db.outage import DatabaseUnavailable, OutageGuard, first_line
 from pipeline.db.runs import (
     HEARTBEAT_INTERVAL,
     LinkRecord,
@@ -43,9 +45,9 @@ from pipeline.db.runs import (
     finish_run,
     record_links,
     resolve_through_other_links,
-    save_progress,
     start_run,
 )
+from pipeline.db.state import mark_gone
 from pipeline.db.tracking import LinkOutcome, RunStatus
 from pipeline.flatten import FlatWork, NotAWork, flatten
 from pipeline.inputs import ShareLink
@@ -65,13 +67,6 @@ class Reporter(Protocol):
     def update(self, counts: Counter[str]) -> None: ...
 
 
-class LoadWorks(Protocol):
-    """The loader seam (`pipeline.db.load.load_works`): writes works in the caller's
-    transaction, never commits."""
-
-    def __call__(self, conn: Connection, batch: Iterable[FlatWork], /) -> LoadResult: ...
-
-
 class JobOptions(TypedDict, total=False):
     """Seams of a job, for tests and tools; production uses the defaults."""
 
@@ -87,22 +82,6 @@ class RunSummary:
     status: str
     counts: Counter[str] = field(default_factory=Counter)
     message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedLink:
-    """What a fetch worker hands the writer: one link's outcome and, when loaded, its rows."""
-
-    record: LinkRecord
-    work: FlatWork | None
-    temporary: bool = False
-    # The count it adds to, when not its outcome (a link skipped as already known is
-    # recorded with its work's fate but counted as `skipped_known`).
-    counted_as: str | None = None
-
-    @property
-    def count_key(self) -> str:
-        return self.counted_as or self.record.outcome
 
 
 def gone_works(batch: Sequence[FetchedLink]) -> list[tuple[int, str]]:
@@ -163,12 +142,12 @@ class FetchJob:
         self.engine = engine
         self.reporter = reporter
         self.now = options.get("now", utc_now)
-        self.load = options.get("load", load_works)
         self.guard = options.get("guard") or OutageGuard(settings.db_outage_seconds)
         self.heartbeat_s = options.get("heartbeat_s", HEARTBEAT_INTERVAL.total_seconds())
+        load = options.get("load", load_works)
+        self._batches = BatchCommitter(engine, self.guard, load, self._record)
         self.counts: Counter[str] = Counter()  # committed: what the database holds
         self._uncommitted: Counter[str] = Counter()
-        self._temporary_failures: set[str] = set()  # link keys; touched by the writer only
         self._unreachable_in_a_row = 0
         self._unreachable_limit = max(10, 2 * settings.fetch.concurrency)
         self.run_id: int | None = None
@@ -228,14 +207,15 @@ class FetchJob:
             for d in batch
             if d.record.aweme_id is not None and (d.work is not None or d.temporary)
         }
-        temporary_here = {d.record.link_key for d in batch if d.temporary}
+        temporary = {d.record.link_key for d in batch if d.temporary}
+        temporary_before = self._batches.temporary_failures
         fix: Counter[str] = Counter()
         for row in resolve_through_other_links(conn, sorted(ids)):
             if row.last_run_id == self.run_id:
                 fix["failed"] -= 1
                 fix["loaded"] += 1
                 fix["resolved_elsewhere"] += 1
-                if row.link_key in temporary_here or row.link_key in self._temporary_failures:
+                if row.link_key in temporary or row.link_key in temporary_before:
                     fix["failed_temporary"] -= 1
         return fix
 
@@ -302,7 +282,7 @@ class FetchJob:
             try:
                 await asyncio.to_thread(self._in_transaction, lambda conn: beat(conn, run_id))
             except Exception as exc:  # an outage: the writer's guard reports and waits on it
-                log.debug("heartbeat not written: %s", error_reason(exc))
+                log.debug("heartbeat not written: %s", first_line(exc))
 
     def _in_transaction(self, fn: Callable[[Connection], T]) -> T:
         with self.engine.begin() as conn:
@@ -332,63 +312,13 @@ class FetchJob:
         if not batch:
             return
         base = self.counts.copy()
-        delta = await asyncio.to_thread(self._store, batch, base)
+        assert self.run_id is not None
+        delta = await asyncio.to_thread(self._batches.store, self.run_id, batch, base)
         # Counts move only after the commit: what is reported is what is stored.
         for d in batch:
             self._uncommitted[d.count_key] -= 1
         self.counts.update(delta)
         self.report()
-
-    # -- the batch commit (in the writer's thread) ------------------------------------------
-
-    def _store(self, batch: list[FetchedLink], base: Counter[str]) -> Counter[str]:
-        """Commit the batch; returns what it adds to the run's counts.
-
-        A transient failure (connection lost, deadlock) repeats the whole transaction: the
-        batch is still in memory and idempotent to load. Any other failure is caused by the
-        data of some work in it, so the batch is retried in halves until that work is found:
-        its link is recorded `failed` and everything else commits."""
-        delta: Counter[str] = Counter()
-        pending = [batch]
-        while pending:
-            piece = pending.pop()
-            try:
-                delta.update(self._commit_piece(piece, _plus(base, delta)))
-            except DatabaseUnavailable:
-                raise
-            except Exception as exc:
-                if len(piece) > 1:
-                    log.info(
-                        "a batch of %d could not be stored (%s); retrying it in halves",
-                        len(piece),
-                        exc.__class__.__name__,
-                    )
-                    middle = len(piece) // 2
-                    pending += [piece[middle:], piece[:middle]]  # first half next
-                    continue
-                (only,) = piece
-                if only.work is None:
-                    raise  # not caused by a work's data: a bug, which must not be hidden
-                unstorable = _unstorable(only, exc)
-                log.warning("%s: %s", only.record.url, unstorable.record.reason)
-                pending.append([unstorable])
-        return delta
-
-    def _commit_piece(self, piece: list[FetchedLink], base: Counter[str]) -> Counter[str]:
-        assert self.run_id is not None
-        run_id = self.run_id
-        works = [d.work for d in piece if d.work is not None]
-
-        def commit(conn: Connection) -> Counter[str]:
-            result = self.load(conn, works)
-            delta = _piece_counts(piece, result)
-            delta.update(self._record(conn, piece))
-            save_progress(conn, run_id, _plus(base, delta))
-            return delta
-
-        delta = self.guard.call("batch commit", lambda: self._in_transaction(commit))
-        self._temporary_failures.update(d.record.link_key for d in piece if d.temporary)
-        return delta
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -419,7 +349,7 @@ class FetchJob:
             await self._close_after(RunStatus.FAILED, message, retry=False)
             raise DatabaseUnavailable(message) from exc
         except BaseException as exc:
-            await self._close_after(RunStatus.FAILED, _describe(exc))
+            await self._close_after(RunStatus.FAILED, describe(exc))
             raise
         finally:
             self._remove_signal_handlers(loop)
@@ -484,7 +414,7 @@ class FetchJob:
             log.warning(
                 "could not record the end of run %s (%s); the next run will mark it abandoned",
                 self.run_id,
-                error_reason(exc),
+                first_line(exc),
             )
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -508,44 +438,6 @@ class FetchJob:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-
-
-def _plus(base: Counter[str], delta: Counter[str]) -> Counter[str]:
-    """base + delta, keeping zero and negative entries (`Counter.__add__` drops them)."""
-    total = base.copy()
-    total.update(delta)
-    return total
-
-
-def _piece_counts(piece: Sequence[FetchedLink], result: LoadResult) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for d in piece:
-        counts[d.count_key] += 1
-        if d.temporary:
-            counts["failed_temporary"] += 1
-    counts["works_new"] += result.works_inserted
-    counts["works_updated"] += result.works_updated
-    counts["snapshots_added"] += result.snapshots_added
-    return counts
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an error, without the SQL or parameters SQLAlchemy appends."""
-    text = error_reason(exc) if isinstance(exc, Exception) else str(exc)
-    return (text.splitlines() or [""])[0][:200]
-
-
-def _describe(exc: BaseException) -> str:
-    """An exception as a short, secret-free sentence for the run record."""
-    cause = getattr(exc, "orig", None) or exc
-    return f"{cause.__class__.__name__}: {_first_line(exc)}".rstrip(": ")
-
-
-def _unstorable(d: FetchedLink, exc: Exception) -> FetchedLink:
-    """The link of a work the database would not take, recorded as a permanent failure."""
-    reason = f"could not be stored: {_describe(exc)}"[:_REASON_MAX]
-    record = replace(d.record, outcome=LinkOutcome.FAILED, reason=reason)
-    return FetchedLink(record, None, temporary=False, counted_as=d.counted_as)
 
 
 def _root_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -19,13 +19,18 @@ from pipeline.flatten import FlatWork, flatten
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 TABLES = (
     "authors",
+    "author_snapshots",
     "music",
+    "collections",
+    "places",
+    "categories",
     "works",
     "work_stats",
     "hashtags",
     "work_hashtags",
     "work_mentions",
     "work_images",
+    "work_categories",
     "raw_payloads",
 )
 
@@ -75,7 +80,30 @@ def test_real_fixtures_load_with_exact_values(
     assert (video.duration_ms, video.video_width, video.video_height) == (9611, 1080, 1920)
     assert video.share_url == "https://www.iesdouyin.com/share/video/7071967230287744267/"
     assert video.description == "其实早就和你表白过了 在看你的每个眼神里"
-    assert video.last_fetched_at == T0
+    assert (video.first_seen_at, video.last_seen_at, video.field_seen_at) == (
+        T0,
+        T0,
+        {"text_extra": T0.isoformat(), "video_tag": T0.isoformat()},
+    )
+    assert (video.created_at_estimated, video.group_id, video.is_ads, video.is_top) == (
+        False,
+        7071967230287744267,
+        False,
+        False,
+    )
+    assert (video.video_ratio, video.cover_uri) == (
+        "540p",
+        "tos-cn-p-0015/67d4a42fb52b4b4fbbc1ba2b745e1304",
+    )
+    assert (video.collection_id, video.poi_id, video.ip_label) == (None, None, None)
+    categories = db.execute(
+        text(
+            "SELECT wc.level, c.category_id, c.name FROM work_categories wc "
+            "JOIN categories c USING (category_id) WHERE wc.aweme_id = 7071967230287744267 "
+            "ORDER BY wc.level"
+        )
+    ).all()
+    assert categories == [(1, 2006, "颜值"), (2, 2006002, "美女")]  # the level-0 pad is dropped
 
     stats = db.execute(text("SELECT * FROM work_stats WHERE aweme_id = 7071967230287744267")).one()
     assert (stats.digg_count, stats.comment_count, stats.share_count) == (165539, 7343, 23537)
@@ -86,6 +114,49 @@ def test_real_fixtures_load_with_exact_values(
         "MS4wLjABAAAAERbHksh_jtLRYjO8hOx9clHF9tJDBsZmhcL0VoPLItYXWg8H0jwYJd3mJOxiIGsU"
     )
     assert (author.unique_id, author.nickname) == ("bailitufu8", "百里TUFU")
+    # The detail endpoint hides followers (reports 0): unknown, not zero.
+    assert (author.follower_count, author.total_favorited, author.favoriting_count) == (
+        None,
+        43831234,
+        1622,
+    )
+    assert author.avatar_uri == "aweme-avatar/tos-cn-avt-0015_b4a51067e5d3c41d5d7758f14532ace6"
+    music = db.execute(text("SELECT * FROM music WHERE music_id = 7049808807056149285")).one()
+    assert (music.is_original, music.is_pgc, music.owner_handle) == (True, False, "z810807031")
+
+    album = db.execute(text("SELECT * FROM works WHERE aweme_id = 7232626237586312485")).one()
+    assert (album.collection_id, album.collection_episode, album.poi_id) == (
+        7238089454588528701,
+        1,
+        6601123594271459336,
+    )
+    assert (album.is_top, album.is_ads, album.video_ratio) == (False, None, None)
+    collection = db.execute(text("SELECT name, episodes FROM collections")).one()
+    assert collection == ("穿搭图文(⁎⁍̴̛ᴗ⁍̴̛⁎)", 9)
+    place = db.execute(text("SELECT * FROM places")).one()
+    assert (place.poi_id, place.name, place.city, place.province, place.country) == (
+        6601123594271459336,
+        "武汉市",
+        "武汉市",
+        "湖北省",
+        "中国",
+    )
+    assert (place.latitude, place.longitude) == (30.59573, 114.298972)
+    album_author = db.execute(text("SELECT * FROM authors WHERE uid = 64115698134")).one()
+    assert (album_author.follower_count, album_author.aweme_count) == (457352, 208)
+    assert album_author.avatar_uri == (
+        "aweme-avatar/tos-cn-avt-0015_0f0f760731f3a659ad557fb9718a7019"
+    )
+    pinned = db.execute(
+        text("SELECT is_top, group_id FROM works WHERE aweme_id = 7253290037918354691")
+    ).one()
+    assert pinned == (True, 7253008209626156349)
+    grown = db.execute(text("SELECT * FROM author_snapshots ORDER BY uid")).all()
+    assert [(a.uid, a.follower_count, a.total_favorited, a.aweme_count) for a in grown] == [
+        (64115698134, 457352, 14192407, 208),
+        (96719499963, 2259367, 77462280, 292),
+        (3689586767443357, None, 43831234, None),
+    ]
 
     album_tags = db.execute(
         text(
@@ -143,7 +214,7 @@ def test_changed_counts_add_exactly_one_snapshot(
     changed = with_counts(details[0], digg_count=165540)
     result = load_works(db, [flatten(changed, t1), *(flatten(d, t1) for d in details[1:])])
     assert result.snapshots_added == 1
-    assert result.works_updated == 3  # every work records its new check time
+    assert result.works_updated == 3  # every work records its newer payload
     rows = db.execute(
         text(
             "SELECT captured_at, digg_count FROM work_stats "
@@ -151,8 +222,8 @@ def test_changed_counts_add_exactly_one_snapshot(
         )
     ).all()
     assert rows == [(T0, 165539), (t1, 165540)]
-    checked = db.execute(text("SELECT last_fetched_at FROM works ORDER BY aweme_id")).scalars()
-    assert set(checked) == {t1}
+    seen = db.execute(text("SELECT last_seen_at FROM works ORDER BY aweme_id")).scalars()
+    assert set(seen) == {t1}
     assert db.execute(text("SELECT count(*) FROM work_stats")).scalar_one() == 4
 
 
@@ -186,13 +257,15 @@ def test_children_follow_a_changed_description(
     assert db.execute(text("SELECT count(*) FROM hashtags")).scalar_one() == 5
 
 
-def test_duplicates_within_a_batch_keep_the_newest(
+def test_two_payloads_of_one_work_in_a_batch_are_two_observations(
     db: Connection, details: list[dict[str, Any]]
 ) -> None:
     old = flatten(details[0], T0)
     new = flatten(with_counts(details[0], digg_count=7), T0 + timedelta(minutes=5))
-    load_works(db, [new, old])
-    assert db.execute(text("SELECT digg_count FROM work_stats")).scalar_one() == 7
+    load_works(db, [new, old])  # as if loaded one after the other, in time order
+    stats = db.execute(text("SELECT captured_at, digg_count FROM work_stats ORDER BY 1")).all()
+    assert stats == [(T0, 165539), (T0 + timedelta(minutes=5), 7)]
+    assert db.execute(text("SELECT fetched_at FROM raw_payloads")).scalar_one() == new.work.fetched_at
 
 
 def test_nul_and_lone_surrogates_are_cleaned_not_fatal(

@@ -105,3 +105,14 @@ def test_a_data_error_is_not_retried() -> None:
     with pytest.raises(ValueError, match="bad row"):
         guard.call("batch commit", rejected)
     assert t.sleeps == []
+
+
+def test_an_error_without_a_message_is_still_reported() -> None:
+    t = FakeTime()
+    guard = OutageGuard(1, first_delay_s=1, clock=t.clock, sleep=t.sleep)
+
+    def reset() -> None:
+        raise _wrapped(OperationalError, ConnectionResetError())
+
+    with pytest.raises(DatabaseUnavailable, match=r"seconds 1\): $"):
+        guard.call("heartbeat", reset)

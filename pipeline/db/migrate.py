@@ -31,9 +31,16 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head") -> int:
+    """Apply migrations; at head, also rebuild the content of payloads loaded by an older
+    flattener (the repair step of data-fixing migrations). Returns how many were rebuilt."""
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), revision)
+    if revision != "head":
+        return 0
+    from pipeline.reprocess import repair_stale_content  # needs the models at head
+
+    return repair_stale_content(engine)
 
 
 def require_current(engine: Engine) -> None:

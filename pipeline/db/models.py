@@ -10,8 +10,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -21,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pipeline.douyin import GONE_REASON_PATTERN
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -57,7 +61,10 @@ class Author(Base):
     nickname: Mapped[str | None] = mapped_column(comment="Display name as last seen.")
     signature: Mapped[str | None] = mapped_column(comment="Profile bio as last seen.")
     avatar_uri: Mapped[str | None] = mapped_column(
-        comment="Durable storage uri of the avatar (URLs expire; uri does not)."
+        comment=(
+            "Durable storage uri of the avatar (author.avatar_uri; where absent, a rendition's "
+            "uri without its 100x100/ size prefix). URLs expire; the uri does not."
+        )
     )
     verification_type: Mapped[int | None] = mapped_column(
         Integer, comment="Douyin verification_type code as last seen."
@@ -69,17 +76,33 @@ class Author(Base):
         comment="Enterprise (blue V) verification label."
     )
     follower_count: Mapped[int | None] = mapped_column(
-        comment="Followers as last seen (often 0 in work payloads: Douyin hides it there)."
+        comment=(
+            "Followers, newest known; NULL when never seen (the single-work endpoint hides it "
+            "and reports 0, which is never stored)."
+        )
     )
-    following_count: Mapped[int | None] = mapped_column(comment="Accounts followed, as last seen.")
+    following_count: Mapped[int | None] = mapped_column(comment="Accounts followed, newest known.")
     total_favorited: Mapped[int | None] = mapped_column(
-        comment="Total likes received across all works, as last seen."
+        comment="Total likes received across all works, newest known."
+    )
+    aweme_count: Mapped[int | None] = mapped_column(
+        comment="Works the account has published, newest known (post-list payloads carry it)."
+    )
+    favoriting_count: Mapped[int | None] = mapped_column(
+        comment="Works the account has liked, newest known."
     )
     first_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="When this author was first loaded."
+        server_default=text("now()"), comment="Fetch time of the oldest payload it was seen in."
     )
     last_seen_at: Mapped[datetime] = mapped_column(
         server_default=text("now()"), comment="Fetch time of the newest payload it was seen in."
+    )
+    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB,
+        comment=(
+            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
+            "value came from, for values older than last_seen_at (NULL: all are that new)."
+        ),
     )
 
 
@@ -97,25 +120,51 @@ class Music(Base):
     album: Mapped[str | None] = mapped_column(comment="Album name; often empty upstream.")
     duration_s: Mapped[int | None] = mapped_column(Integer, comment="Track length in seconds.")
     is_original: Mapped[bool | None] = mapped_column(
-        comment="True when the sound is an original recording by its owner."
+        comment="Original sound (music.is_original_sound): recorded by its owner, not a track."
+    )
+    is_pgc: Mapped[bool | None] = mapped_column(
+        comment="Professionally produced (licensed) music (music.is_pgc)."
     )
     owner_uid: Mapped[int | None] = mapped_column(comment="uid of the account that owns the sound.")
     owner_sec_uid: Mapped[str | None] = mapped_column(comment="sec_uid of the owner.")
     owner_nickname: Mapped[str | None] = mapped_column(comment="Owner display name as last seen.")
+    owner_handle: Mapped[str | None] = mapped_column(
+        comment="Owner's Douyin handle (music.owner_handle) as last seen."
+    )
     cover_uri: Mapped[str | None] = mapped_column(comment="Durable storage uri of the cover.")
     first_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="When this track was first loaded."
+        server_default=text("now()"), comment="Fetch time of the oldest payload it was seen in."
     )
     last_seen_at: Mapped[datetime] = mapped_column(
         server_default=text("now()"), comment="Fetch time of the newest payload it was seen in."
     )
+    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB,
+        comment=(
+            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
+            "value came from, for values older than last_seen_at (NULL: all are that new)."
+        ),
+    )
 
 
 class Work(Base):
+    """Content columns are written only by the loader (`pipeline.db.load`), from payloads;
+    state columns (STATE_COLUMNS) only by the run that fetched the work and by the refresh
+    scheduler (`pipeline.db.state`). `ingest reprocess` rebuilds content and never touches state.
+    """
+
     __tablename__ = "works"
     __table_args__ = (
         CheckConstraint("kind IN ('video', 'image_album', 'article', 'other')", name="kind_known"),
-        {"comment": "One row per Douyin work (video, image album or article), keyed by aweme_id."},
+        CheckConstraint(f"gone_reason ~ '{GONE_REASON_PATTERN}'", name="gone_reason_known"),
+        {
+            "comment": (
+                "One row per Douyin work (video, image album or article), keyed by aweme_id. "
+                "Content columns come from payloads (newest known value of each); state columns "
+                "(last_fetched_at, next_check_at, gone_at, gone_reason) from the runs that "
+                "checked the work."
+            )
+        },
     )
 
     aweme_id: Mapped[int] = mapped_column(
@@ -127,8 +176,11 @@ class Work(Base):
     music_id: Mapped[int | None] = mapped_column(
         ForeignKey("music.music_id"), index=True, comment="music.music_id; NULL when no sound."
     )
-    kind: Mapped[str] = mapped_column(
-        comment="video | image_album (images present) | article (aweme_type 163) | other."
+    kind: Mapped[str | None] = mapped_column(
+        comment=(
+            "video | image_album (images present, or album type codes) | article (aweme_type "
+            "163) | other; NULL while no payload said enough to tell."
+        )
     )
     aweme_type: Mapped[int | None] = mapped_column(
         Integer, comment="Raw Douyin aweme_type (0 video, 68 image album, 163 article)."
@@ -136,11 +188,24 @@ class Work(Base):
     media_type: Mapped[int | None] = mapped_column(
         Integer, comment="Raw Douyin media_type (4 video, 2 image album)."
     )
-    description: Mapped[str] = mapped_column(
-        server_default="", comment="Caption text (desc), hashtags and mentions included."
+    description: Mapped[str | None] = mapped_column(
+        comment=(
+            "Caption text (desc), hashtags and mentions included; '' for no caption, NULL while "
+            "no payload carried one."
+        )
     )
     created_at: Mapped[datetime | None] = mapped_column(
-        index=True, comment="When the work was published (create_time)."
+        index=True,
+        comment=(
+            "When the work was published: create_time, or where no payload carried one, the "
+            "estimate in the aweme_id's top 32 bits (see created_at_estimated)."
+        ),
+    )
+    created_at_estimated: Mapped[bool | None] = mapped_column(
+        comment=(
+            "True when created_at is the estimate from the aweme_id (1-630 s before the real "
+            "create_time on every payload checked), false when it is create_time."
+        )
     )
     duration_ms: Mapped[int | None] = mapped_column(
         comment="Video length in milliseconds; 0 for image albums."
@@ -151,9 +216,38 @@ class Work(Base):
     video_height: Mapped[int | None] = mapped_column(
         Integer, comment="Video height in pixels; NULL for image albums."
     )
+    video_ratio: Mapped[str | None] = mapped_column(
+        comment="video.ratio, Douyin's resolution label (540p, 720p, 1080p, default)."
+    )
+    cover_uri: Mapped[str | None] = mapped_column(
+        comment="Durable storage uri of the cover image (video.cover)."
+    )
     region: Mapped[str | None] = mapped_column(comment="Region code reported by Douyin (e.g. CN).")
     share_url: Mapped[str | None] = mapped_column(
         comment="Canonical share URL with tracking query parameters removed."
+    )
+    group_id: Mapped[int | None] = mapped_column(
+        comment="Douyin group_id: usually the aweme_id; a re-post can name its original."
+    )
+    is_ads: Mapped[bool | None] = mapped_column(
+        comment="Marked as an advertisement (is_ads; detail payloads only)."
+    )
+    is_top: Mapped[bool | None] = mapped_column(
+        comment="Pinned to the top of the author's profile (is_top)."
+    )
+    ip_label: Mapped[str | None] = mapped_column(
+        comment="IP-location label shown under the work (ip_label), where Douyin sends one."
+    )
+    collection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("collections.mix_id"),
+        index=True,
+        comment="collections.mix_id of the collection (合集) the work belongs to.",
+    )
+    collection_episode: Mapped[int | None] = mapped_column(
+        Integer, comment="Episode number of the work in its collection (1-based)."
+    )
+    poi_id: Mapped[int | None] = mapped_column(
+        ForeignKey("places.poi_id"), index=True, comment="places.poi_id the work is tagged with."
     )
     is_delete: Mapped[bool | None] = mapped_column(comment="status.is_delete as last fetched.")
     is_prohibited: Mapped[bool | None] = mapped_column(
@@ -163,28 +257,163 @@ class Work(Base):
     in_reviewing: Mapped[bool | None] = mapped_column(comment="status.in_reviewing.")
     allow_share: Mapped[bool | None] = mapped_column(comment="status.allow_share.")
     first_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="When the work was first loaded."
+        server_default=text("now()"), comment="Fetch time of the oldest payload loaded."
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        server_default=text("now()"),
+        comment="Fetch time of the newest payload loaded (content; see last_fetched_at for state).",
+    )
+    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB,
+        comment=(
+            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
+            "value came from, for values older than last_seen_at (NULL: all are that new)."
+        ),
     )
     last_fetched_at: Mapped[datetime] = mapped_column(
         server_default=text("now()"),
-        comment="Fetch time of the newest payload loaded: the last time its counts were checked.",
+        comment=(
+            "State: when a run last fetched the work successfully (its counts were checked)."
+        ),
     )
     next_check_at: Mapped[datetime] = mapped_column(
         server_default=text("now()"),
         comment=(
-            "When `ingest refresh` should check the counts again (grows with the work's age; "
-            "see docs/scheduling.md)."
+            "State: when `ingest refresh` should check the counts again (grows with the work's "
+            "age; see docs/scheduling.md)."
         ),
     )
     gone_at: Mapped[datetime | None] = mapped_column(
         comment=(
-            "When a refresh (or a forced re-fetch) found the work deleted, private or under "
-            "review; NULL while available."
+            "State: when a run found the work deleted, private or under review; NULL while "
+            "available."
         )
     )
     gone_reason: Mapped[str | None] = mapped_column(
-        comment="Why the work is gone, e.g. status_self_see (NULL while available)."
+        comment=(
+            "State: why the work is gone: Douyin's status token (status_self_see = private, "
+            "status_deleted, status_audit_self_see = under review, others as sent) or unknown."
+        )
     )
+
+
+# Written only by pipeline.db.state: the loader's writers never name these.
+STATE_COLUMNS = frozenset({"last_fetched_at", "next_check_at", "gone_at", "gone_reason"})
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+    __table_args__ = {"comment": "One row per collection (合集, mix_info) a loaded work belongs to."}
+
+    mix_id: Mapped[int] = mapped_column(
+        primary_key=True, autoincrement=False, comment="Douyin collection id (mix_info.mix_id)."
+    )
+    name: Mapped[str | None] = mapped_column(comment="Collection title, newest known.")
+    description: Mapped[str | None] = mapped_column(comment="Collection description, if any.")
+    episodes: Mapped[int | None] = mapped_column(
+        Integer, comment="Episodes published so far (statis.updated_to_episode), newest known."
+    )
+    first_seen_at: Mapped[datetime] = mapped_column(
+        server_default=text("now()"), comment="Fetch time of the oldest payload it was seen in."
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        server_default=text("now()"), comment="Fetch time of the newest payload it was seen in."
+    )
+    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB,
+        comment=(
+            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
+            "value came from, for values older than last_seen_at (NULL: all are that new)."
+        ),
+    )
+
+
+class Place(Base):
+    __tablename__ = "places"
+    __table_args__ = {"comment": "One row per place (POI) a loaded work is tagged with."}
+
+    poi_id: Mapped[int] = mapped_column(
+        primary_key=True, autoincrement=False, comment="Douyin POI id (poi_info / place anchor)."
+    )
+    name: Mapped[str | None] = mapped_column(comment="Place name, newest known.")
+    city: Mapped[str | None] = mapped_column(comment="City of the place (address_info.city).")
+    province: Mapped[str | None] = mapped_column(comment="Province (address_info.province).")
+    country: Mapped[str | None] = mapped_column(comment="Country (address_info.country).")
+    latitude: Mapped[float | None] = mapped_column(Double, comment="Latitude in degrees.")
+    longitude: Mapped[float | None] = mapped_column(Double, comment="Longitude in degrees.")
+    first_seen_at: Mapped[datetime] = mapped_column(
+        server_default=text("now()"), comment="Fetch time of the oldest payload it was seen in."
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        server_default=text("now()"), comment="Fetch time of the newest payload it was seen in."
+    )
+    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB,
+        comment=(
+            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
+            "value came from, for values older than last_seen_at (NULL: all are that new)."
+        ),
+    )
+
+
+class Category(Base):
+    __tablename__ = "categories"
+    __table_args__ = {"comment": "One row per Douyin content category (video_tag entry)."}
+
+    category_id: Mapped[int] = mapped_column(
+        primary_key=True, autoincrement=False, comment="Douyin category id (video_tag.tag_id)."
+    )
+    name: Mapped[str | None] = mapped_column(comment="Category name (e.g. 时尚, 穿搭, 女装).")
+    level: Mapped[int] = mapped_column(
+        Integer, comment="Depth in Douyin's category tree: 1 broadest, 3 narrowest."
+    )
+
+
+class WorkCategory(Base):
+    __tablename__ = "work_categories"
+    __table_args__ = {
+        "comment": "One row per level of a work's category path (video_tag), broadest first."
+    }
+
+    aweme_id: Mapped[int] = mapped_column(
+        ForeignKey("works.aweme_id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="works.aweme_id.",
+    )
+    level: Mapped[int] = mapped_column(
+        Integer, primary_key=True, comment="1 = broadest category, 2, 3 = narrowest."
+    )
+    category_id: Mapped[int] = mapped_column(
+        ForeignKey("categories.category_id"), index=True, comment="categories.category_id."
+    )
+
+
+class AuthorSnapshot(Base):
+    __tablename__ = "author_snapshots"
+    __table_args__ = {
+        "comment": (
+            "Append-only snapshots of an account's counts, one row per change (like "
+            "work_stats): a payload whose known counts equal the latest snapshot adds no row."
+        )
+    }
+
+    uid: Mapped[int] = mapped_column(
+        ForeignKey("authors.uid", ondelete="CASCADE"), primary_key=True, comment="authors.uid."
+    )
+    captured_at: Mapped[datetime] = mapped_column(
+        primary_key=True, comment="Fetch time of the payload these counts come from."
+    )
+    follower_count: Mapped[int | None] = mapped_column(
+        comment="Followers; NULL when the payload hid them (single-work endpoint)."
+    )
+    following_count: Mapped[int | None] = mapped_column(comment="Accounts followed.")
+    total_favorited: Mapped[int | None] = mapped_column(
+        comment="Total likes received across all works."
+    )
+    aweme_count: Mapped[int | None] = mapped_column(
+        comment="Works published (NULL when the payload did not say)."
+    )
+    favoriting_count: Mapped[int | None] = mapped_column(comment="Works liked.")
 
 
 _COUNT_COMMENT = "{} at captured_at (BIGINT)."
@@ -252,10 +481,15 @@ class WorkHashtag(Base):
         Integer, comment="0-based order of the tag among the work's hashtags."
     )
     start_offset: Mapped[int | None] = mapped_column(
-        Integer, comment="Start character offset of the tag in works.description."
+        Integer,
+        comment=(
+            "0-based start of the tag in works.description, in characters (code points, as "
+            "substring() counts; Douyin's UTF-16 offsets are converted): "
+            "substring(description from start_offset + 1 for end_offset - start_offset)."
+        ),
     )
     end_offset: Mapped[int | None] = mapped_column(
-        Integer, comment="End character offset (exclusive) in works.description."
+        Integer, comment="End (exclusive) in works.description, in characters (code points)."
     )
 
 
@@ -277,10 +511,11 @@ class WorkMention(Base):
         comment="Mention text as written in the description, without the @."
     )
     start_offset: Mapped[int | None] = mapped_column(
-        Integer, comment="Start character offset in works.description."
+        Integer,
+        comment="0-based start in works.description, in characters (code points).",
     )
     end_offset: Mapped[int | None] = mapped_column(
-        Integer, comment="End character offset (exclusive) in works.description."
+        Integer, comment="End (exclusive) in works.description, in characters (code points)."
     )
 
 
@@ -308,8 +543,8 @@ class RawPayload(Base):
     __tablename__ = "raw_payloads"
     __table_args__ = {
         "comment": (
-            "The newest raw aweme_detail per work, so every table can be rebuilt "
-            "(`ingest reprocess`) without refetching."
+            "The newest raw aweme_detail per work, and the newest complete one when the newest "
+            "is not, so every table can be rebuilt (`ingest reprocess`) without refetching."
         )
     }
 
@@ -321,6 +556,29 @@ class RawPayload(Base):
     fetched_at: Mapped[datetime] = mapped_column(comment="When this payload was fetched.")
     payload: Mapped[dict[str, Any]] = mapped_column(
         JSONB, comment="aweme_detail exactly as received (NUL characters removed)."
+    )
+    is_complete: Mapped[bool] = mapped_column(
+        Boolean,
+        server_default=text("true"),
+        comment="The newest payload has an author, statistics and a description.",
+    )
+    complete_fetched_at: Mapped[datetime | None] = mapped_column(
+        comment="When complete_payload was fetched; NULL when the newest payload is complete."
+    )
+    complete_payload: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB,
+        comment=(
+            "The newest complete aweme_detail, kept while the newest one is degraded (missing "
+            "author, statistics or description), so reprocess never rebuilds from less."
+        ),
+    )
+    loader_version: Mapped[int] = mapped_column(
+        Integer,
+        server_default=text("1"),
+        comment=(
+            "Version of the flattener that last loaded this payload; older ones are rebuilt "
+            "by `ingest db upgrade` / `ingest reprocess --stale`."
+        ),
     )
 
 

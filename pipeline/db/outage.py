@@ -21,7 +21,6 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from pipeline.db.engine import error_reason
 from pipeline.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -34,6 +33,13 @@ T = TypeVar("T")
 # value) is an OperationalError too, but a property of the data: it is *not* listed.
 _TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 _TRANSIENT_STATES = frozenset({"55P03", "55006"})  # lock not available, object in use
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message: for a driver error, the server's or client
+    library's own words (SQLAlchemy appends the SQL and its parameters; they are left out)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines() or [""])[0][:limit]
 
 
 class DatabaseUnavailable(DatabaseError):
@@ -96,7 +102,7 @@ class OutageGuard:
                 if waited >= self.window_s or self._aborted.is_set():
                     raise DatabaseUnavailable(
                         f"the database was unreachable for {waited:.0f} s during the {what} "
-                        f"(limit --db-outage-seconds {self.window_s:g}): {error_reason(exc)}"
+                        f"(limit --db-outage-seconds {self.window_s:g}): {first_line(exc)}"
                     ) from exc
                 self._sleep(min(delay, max(0.0, self.window_s - waited)))
                 delay = min(delay * 2, self.max_delay_s)
@@ -114,7 +120,7 @@ class OutageGuard:
                     "database unavailable during the %s (%s); waiting up to %g s for it "
                     "to come back (fetching pauses meanwhile)",
                     what,
-                    error_reason(exc),
+                    first_line(exc),
                     self.window_s,
                 )
             return now - self._outage_since

@@ -1,0 +1,182 @@
+"""The newest-value-wins merge that keeps facts over time (pure: no I/O).
+
+Every content field of a merged row (an author, a track, a work, ...) holds the newest value any
+payload carried for it. A payload that does not carry a field (`None`: absent, null, hidden or
+unusable) never changes it. So the stored row is a function of the *set* of payloads loaded,
+whatever order they arrive in:
+
+    value(field) = the value with the greatest (rank, fetch time) among payloads that carry it
+
+`rank` lets a better kind of value win over a worse one whatever its age (a real `create_time`
+over the estimate from the aweme_id). Equal rank and time with different values (two payloads
+fetched in the same microsecond) are settled by the value itself, so the result still does not
+depend on order; `ingest reprocess` instead lets the re-flattened value win such a tie, since
+the same payload read by a better flattener is the better reading.
+
+Per-field fetch times are kept in the row's `field_seen_at` (only where they differ from the
+row's `last_seen_at`, so a row that every payload fills completely stores nothing extra).
+Children lists (hashtags, images, categories) are fields too: their value is the whole list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def _rank_one(_: Any) -> int:
+    return 1
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One merged field. `columns` are the table columns its value (a tuple when several)
+    is written to; a children field has none (its caller writes the child table)."""
+
+    name: str
+    columns: tuple[str, ...]
+    rank: Callable[[Any], int] = _rank_one
+
+    @property
+    def is_children(self) -> bool:
+        return not self.columns
+
+
+# The stored value of a children field is not read back (only its time): this stands for it.
+STORED_CHILDREN = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What one payload says about one row: field name -> value (None: says nothing)."""
+
+    seen_at: datetime
+    values: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class MergedRow:
+    values: dict[str, Any]
+    times: dict[str, datetime]
+    first_seen_at: datetime
+    last_seen_at: datetime
+    changed: set[str] = field(default_factory=set)
+    inserted: bool = False
+
+    @property
+    def written(self) -> bool:
+        return self.inserted or bool(self.changed)
+
+
+@dataclass(frozen=True, slots=True)
+class MergeSpec:
+    fields: tuple[Field, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(c for f in self.fields for c in f.columns)
+
+    def stored(self, row: Mapping[Any, Any]) -> MergedRow:
+        """The merge state of a stored row (its columns and `field_seen_at`)."""
+        seen = row["field_seen_at"] or {}
+        last: datetime = row["last_seen_at"]
+        values: dict[str, Any] = {}
+        times: dict[str, datetime] = {}
+        for f in self.fields:
+            if f.is_children:
+                if f.name in seen:
+                    values[f.name] = STORED_CHILDREN
+                    times[f.name] = datetime.fromisoformat(seen[f.name])
+                continue
+            value = _value(f, row)
+            if value is not None:
+                values[f.name] = value
+                times[f.name] = datetime.fromisoformat(seen[f.name]) if f.name in seen else last
+        return MergedRow(values, times, row["first_seen_at"], last)
+
+    def merge(
+        self,
+        stored: MergedRow | None,
+        candidates: Iterable[Candidate],
+        *,
+        replace_ties: bool = False,
+    ) -> MergedRow:
+        """Fold `candidates` into `stored` (None: a new row). `changed` names the fields whose
+        value or time moved; `inserted` is set for a new row."""
+        ordered = sorted(candidates, key=lambda c: c.seen_at)
+        if stored is None:
+            first = ordered[0].seen_at
+            row = MergedRow({}, {}, first, first, inserted=True)
+        else:
+            row = MergedRow(
+                dict(stored.values), dict(stored.times), stored.first_seen_at, stored.last_seen_at
+            )
+        for candidate in ordered:
+            for f in self.fields:
+                value = candidate.values.get(f.name)
+                if value is not None and _wins(f, row, value, candidate.seen_at, replace_ties):
+                    if row.values.get(f.name) != value or row.times.get(f.name) != candidate.seen_at:
+                        row.changed.add(f.name)
+                    row.values[f.name] = value
+                    row.times[f.name] = candidate.seen_at
+            if candidate.seen_at < row.first_seen_at:
+                row.first_seen_at = candidate.seen_at
+                row.changed.add("first_seen_at")
+            if candidate.seen_at > row.last_seen_at:
+                row.last_seen_at = candidate.seen_at
+                row.changed.add("last_seen_at")
+        return row
+
+    def columns_of(self, row: MergedRow) -> dict[str, Any]:
+        """The row as table columns: content, first/last seen and `field_seen_at`."""
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            if f.is_children:
+                continue
+            value = row.values.get(f.name)
+            if len(f.columns) == 1:
+                out[f.columns[0]] = value
+            else:
+                for column, part in zip(f.columns, value or (None,) * len(f.columns), strict=True):
+                    out[column] = part
+        seen = {
+            name: at.isoformat()
+            for name, at in sorted(row.times.items())
+            if at != row.last_seen_at or self._children(name)
+        }
+        out["field_seen_at"] = seen or None
+        out["first_seen_at"] = row.first_seen_at
+        out["last_seen_at"] = row.last_seen_at
+        return out
+
+    def _children(self, name: str) -> bool:
+        return any(f.name == name and f.is_children for f in self.fields)
+
+
+def _value(f: Field, row: Mapping[Any, Any]) -> Any:
+    if len(f.columns) == 1:
+        return row[f.columns[0]]
+    parts = tuple(row[c] for c in f.columns)
+    return None if parts[0] is None else parts
+
+
+def _order(value: Any) -> str:
+    return repr(value)
+
+
+def _wins(f: Field, row: MergedRow, value: Any, at: datetime, replace_ties: bool) -> bool:
+    current = row.values.get(f.name)
+    if current is None:
+        return True
+    new, old = (f.rank(value), at), (f.rank(current), row.times[f.name])
+    if new != old:
+        return new > old
+    if current is STORED_CHILDREN:
+        return replace_ties
+    return value != current and (replace_ties or _order(value) > _order(current))
+
+
+def scalar_fields(columns: Sequence[str]) -> tuple[Field, ...]:
+    return tuple(Field(c, (c,)) for c in columns)

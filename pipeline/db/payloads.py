@@ -1,0 +1,129 @@
+"""raw_payloads: the newest payload of each work, and the newest complete one while the newest
+is degraded, so `ingest reprocess` can always rebuild the best-known truth.
+
+    newest   = the payload with the greatest fetch time
+    complete = the newest payload with an author, statistics and a description, kept only
+               while `newest` lacks one of them (NULL otherwise: no payload is stored twice)
+
+Both follow from the set of payloads loaded, in any order; the SQL below and `_worth_sending`
+apply the same rules, the latter only to skip sending ~40 KB payloads that would change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, and_, case, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from pipeline.db.models import RawPayload
+from pipeline.douyin import clean_json
+from pipeline.rows import FlatWork
+
+# Bumped whenever the flattener learns to read payloads better; `ingest db upgrade` and
+# `ingest reprocess --stale` rebuild the content of payloads loaded by an older version.
+LOADER_VERSION = 2
+
+_RAW = cast(Table, RawPayload.__table__)
+
+
+def _upsert() -> Any:
+    stmt = pg_insert(_RAW)
+    new, cur = stmt.excluded, _RAW.c
+    newer = new.fetched_at > cur.fetched_at
+    better_complete = and_(
+        new.is_complete,
+        ~cur.is_complete,
+        or_(cur.complete_fetched_at.is_(None), new.fetched_at > cur.complete_fetched_at),
+    )
+
+    def complete(incoming: Any, stored: Any, kept: Any) -> Any:
+        return case(
+            (and_(newer, new.is_complete), None),
+            (and_(newer, cur.is_complete), stored),
+            (newer, kept),
+            (better_complete, incoming),
+            else_=kept,
+        )
+
+    return stmt.on_conflict_do_update(
+        index_elements=[cur.aweme_id],
+        set_={
+            "fetched_at": case((newer, new.fetched_at), else_=cur.fetched_at),
+            "payload": case((newer, new.payload), else_=cur.payload),
+            "is_complete": case((newer, new.is_complete), else_=cur.is_complete),
+            "complete_fetched_at": complete(
+                new.fetched_at, cur.fetched_at, cur.complete_fetched_at
+            ),
+            "complete_payload": complete(new.payload, cur.payload, cur.complete_payload),
+        },
+        where=or_(newer, better_complete),
+    )
+
+
+_State = tuple[datetime, bool, datetime | None] | None
+
+
+def store(conn: Connection, works: Sequence[FlatWork]) -> None:
+    """Keep the payloads of `works` that are newer, or newer complete ones, than those stored."""
+    if not works:
+        return
+    ids = sorted({w.work.aweme_id for w in works})
+    stored: dict[int, _State] = {
+        row.aweme_id: (row.fetched_at, row.is_complete, row.complete_fetched_at)
+        for row in conn.execute(
+            select(_RAW.c.aweme_id, _RAW.c.fetched_at, _RAW.c.is_complete, _RAW.c.complete_fetched_at)
+            .where(_RAW.c.aweme_id.in_(ids))
+        )
+    }
+    rounds: list[dict[int, dict[str, Any]]] = []
+    for w in sorted(works, key=lambda w: (w.work.aweme_id, w.work.fetched_at)):
+        state = stored.get(w.work.aweme_id)
+        if not _worth_sending(state, w.work.fetched_at, w.complete):
+            continue
+        stored[w.work.aweme_id] = _after(state, w.work.fetched_at, w.complete)
+        row = {
+            "aweme_id": w.work.aweme_id,
+            "fetched_at": w.work.fetched_at,
+            "payload": clean_json(w.raw),
+            "is_complete": w.complete,
+            "loader_version": LOADER_VERSION,
+        }
+        # A key may appear once per statement: another payload of one work goes a round later.
+        free = next((r for r in rounds if w.work.aweme_id not in r), None)
+        if free is None:
+            free = {}
+            rounds.append(free)
+        free[w.work.aweme_id] = row
+    for batch in rounds:
+        conn.execute(_upsert(), [batch[k] for k in sorted(batch)])
+
+
+def _worth_sending(state: _State, at: datetime, complete: bool) -> bool:
+    if state is None:
+        return True
+    fetched_at, is_complete, complete_at = state
+    if at > fetched_at:
+        return True
+    return complete and not is_complete and (complete_at is None or at > complete_at)
+
+
+def _after(state: _State, at: datetime, complete: bool) -> _State:
+    if state is None:
+        return (at, complete, None)
+    fetched_at, is_complete, complete_at = state
+    if at > fetched_at:
+        if complete:
+            return (at, True, None)
+        return (at, False, fetched_at if is_complete else complete_at)
+    return (fetched_at, is_complete, at)
+
+
+def stored_payloads(row: Mapping[Any, Any]) -> list[tuple[datetime, Any]]:
+    """The payloads a raw_payloads row holds, oldest first."""
+    found = [(row["fetched_at"], row["payload"])]
+    if row["complete_payload"] is not None:
+        found.insert(0, (row["complete_fetched_at"], row["complete_payload"]))
+    return found

@@ -1,0 +1,91 @@
+"""Work state: whether a work is gone, when it was last checked and when it is due again.
+
+The owner rule (docs/schema.md): these columns are written only here, by the run that fetched
+the work (`mark_fetched`, `mark_gone`) and by the refresh scheduler (`reschedule`). The loader
+writes content only, so `ingest reprocess`, which rebuilds content from stored payloads, can
+never bring a gone work back or move its schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import BigInteger, Connection, Table, Text, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from pipeline.db.models import Work
+from pipeline.douyin import canonical_gone_reason
+from pipeline.rows import FlatWork
+from pipeline.schedule import next_check_at
+
+_WORKS = cast(Table, Work.__table__)
+
+
+def mark_fetched(conn: Connection, works: Sequence[FlatWork]) -> None:
+    """Record a successful fetch of each work: checked now, available (a work that loads again
+    is no longer gone), next check by its age (publish time, or the id's estimate of it)."""
+    newest: dict[int, FlatWork] = {}
+    for w in works:
+        known = newest.get(w.work.aweme_id)
+        if known is None or w.work.fetched_at > known.work.fetched_at:
+            newest[w.work.aweme_id] = w
+    if not newest:
+        return
+    rows = []
+    for aweme_id in sorted(newest):
+        work = newest[aweme_id].work
+        published = work.created_at or work.created_at_from_id
+        rows.append(
+            {
+                "b_id": aweme_id,
+                "b_at": work.fetched_at,
+                "b_next": next_check_at(work.fetched_at, published),
+            }
+        )
+    conn.execute(
+        update(_WORKS)
+        .where(_WORKS.c.aweme_id == bindparam("b_id"))
+        .values(
+            last_fetched_at=bindparam("b_at"),
+            next_check_at=bindparam("b_next"),
+            gone_at=None,
+            gone_reason=None,
+        ),
+        rows,
+    )
+
+
+def mark_gone(conn: Connection, works: Sequence[tuple[int, str]], at: datetime) -> None:
+    """Mark known works that came back deleted, private or under review, with the canonical
+    reason (`pipeline.douyin.canonical_gone_reason`). They keep their content and last
+    statistics and are no longer refreshed; a later successful fetch clears the mark. Works
+    never loaded have no row to mark (their link records the outcome)."""
+    if not works:
+        return
+    reasons = {aweme_id: canonical_gone_reason(reason) for aweme_id, reason in works}
+    ids = sorted(reasons)
+    gone = (
+        select(
+            func.unnest(bindparam("gone_ids", ids, type_=ARRAY(BigInteger))).label("aweme_id"),
+            func.unnest(
+                bindparam("gone_reasons", [reasons[i] for i in ids], type_=ARRAY(Text))
+            ).label("reason"),
+        )
+    ).subquery()
+    conn.execute(
+        update(_WORKS)
+        .where(_WORKS.c.aweme_id == gone.c.aweme_id, _WORKS.c.gone_at.is_(None))
+        .values(gone_at=at, gone_reason=gone.c.reason)
+    )
+
+
+def reschedule(conn: Connection, aweme_ids: Sequence[int], at: datetime) -> None:
+    """Set the next refresh check of these works."""
+    if aweme_ids:
+        conn.execute(
+            update(_WORKS)
+            .where(_WORKS.c.aweme_id.in_(sorted(set(aweme_ids))))
+            .values(next_check_at=at)
+        )

@@ -1,0 +1,97 @@
+"""Facts about Douyin data that more than one stage needs (UPSTREAM.md §3): text cleaning,
+UTF-16 offsets, the publish time hidden in an aweme_id, and the gone-reason vocabulary.
+
+Imported by the flattener, the loader and the state writers, so each fact has one home.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+# --- text -------------------------------------------------------------------------------------
+
+
+def clean_text(text: str) -> str:
+    """Text as PostgreSQL can store it: NUL replaced by U+FFFD, lone UTF-16 surrogates (from a
+    "\\udxxx" JSON escape) by "?". Everything else, newlines and emoji included, is kept. Each
+    replacement is one character for one, so `text_extra` offsets keep their meaning, and the
+    stored raw payload (cleaned the same way) flattens to the same rows again."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def clean_label(text: str) -> str:
+    """A one-line name (hashtag, nickname, title): `clean_text`, without control characters
+    (ESC, DEL, C1, line breaks), stripped of surrounding white space."""
+    if not text.isprintable():
+        text = "".join(c for c in text if unicodedata.category(c) != "Cc")
+    return clean_text(text).strip()
+
+
+def utf16_to_index(text: str, units: int) -> int | None:
+    """The code-point index in `text` of a UTF-16 code-unit offset (what Douyin's `text_extra`
+    start/end count, as Android and iOS do), or None when it lies outside the text or inside a
+    surrogate pair. PostgreSQL's `substring` counts code points, so this is what is stored."""
+    if units < 0:
+        return None
+    seen = 0
+    for index, char in enumerate(text):
+        if seen == units:
+            return index
+        if seen > units:
+            return None
+        seen += 2 if ord(char) > 0xFFFF else 1
+    return len(text) if seen == units else None
+
+
+# --- ids and times ----------------------------------------------------------------------------
+
+EARLIEST_CREATE_TIME = 1451606400  # 2016-01-01T00:00:00Z: Douyin launched in 2016
+LATEST_CREATE_TIME = 2**31 - 1  # the top 32 bits of an int64 aweme_id
+
+
+def time_from_aweme_id(aweme_id: int) -> datetime | None:
+    """The publish time an aweme_id carries in its top 32 bits (Unix seconds). On every real
+    payload it lies 1–630 s before `create_time`: an estimate, for payloads without one."""
+    seconds = aweme_id >> 32
+    if EARLIEST_CREATE_TIME <= seconds <= LATEST_CREATE_TIME:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    return None
+
+
+# --- gone reasons -----------------------------------------------------------------------------
+
+# The canonical vocabulary of works.gone_reason: Douyin's own `status_*` token (known ones:
+# status_self_see = private, status_deleted, status_audit_self_see = under review; others are
+# kept as Douyin names them), or UNKNOWN_GONE_REASON when the answer named none.
+UNKNOWN_GONE_REASON = "unknown"
+GONE_REASON_PATTERN = r"^(status_[a-z0-9_]+|unknown)$"
+_GONE_TOKEN = re.compile(r"status_[a-z0-9_]+")
+
+
+def canonical_gone_reason(reason: str | None) -> str:
+    """'gone: status_self_see', 'status_self_see' and '原因：status_self_see' all become
+    'status_self_see'; anything without a status token becomes 'unknown'."""
+    match = _GONE_TOKEN.search(reason or "")
+    return match.group(0) if match else UNKNOWN_GONE_REASON
+
+
+def clean_json(value: Any) -> Any:
+    """A decoded JSON value with every string (keys included) passed through `clean_text`, for
+    JSONB columns, which refuse NUL and lone surrogates just as TEXT does."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, Mapping):
+        return {clean_text(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(v) for v in value]
+    return value
