@@ -17,7 +17,9 @@ catalogue (and two short named lists):
 - date/time columns are reduced to "set" / NULL: their values come from the wall clock
   (first_seen_at, last_seen_at, fetched_at, captured_at, last_fetched_at, next_check_at,
   gone_at, heartbeats …), but whether they are set does not. The exceptions are the times
-  that come from the payload, listed in `PAYLOAD_TIMES` and compared by value;
+  that come from the payload, listed in `PAYLOAD_TIMES` and compared by value. A JSON column
+  named like a time (`*_at`, e.g. `field_seen_at`: field name → fetch time) keeps its keys
+  and has each time reduced the same way;
 - effort counters (`EFFORT_COLUMNS`: `share_links.attempts`, the HTTP requests spent on a
   link over all runs) are dropped: they count work, not results. A link whose work another
   link has already loaded is skipped with no request, and whether that happens depends on
@@ -60,7 +62,7 @@ Dump = dict[str, list[Row]]
 @dataclass(frozen=True)
 class ColumnRule:
     name: str
-    mode: str  # "value" | "presence"
+    mode: str  # "value" | "presence" | "times" (JSON whose leaves are times)
 
 
 def _is_run_id(name: str) -> bool:
@@ -81,6 +83,9 @@ def _column_rules(conn: Any, table_name: str) -> list[ColumnRule]:
         if is_identity == "YES" or "nextval(" in (default or ""):
             continue
         if (table_name, name) in EFFORT_COLUMNS:
+            continue
+        if data_type in ("json", "jsonb") and name.endswith("_at"):
+            rules.append(ColumnRule(name, "times"))
             continue
         wall_clock = data_type.startswith(_TIME_TYPES) and (table_name, name) not in PAYLOAD_TIMES
         presence = wall_clock or _is_run_id(name)
@@ -118,9 +123,19 @@ def data_tables(conn: Any) -> list[str]:
     ]
 
 
+def _presence(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _presence(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_presence(v) for v in value]
+    return None if value is None else "<set>"
+
+
 def _canonical(value: Any, mode: str) -> str:
     if mode == "presence":
         return "NULL" if value is None else "<set>"
+    if mode == "times":
+        value = _presence(value)
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
