@@ -220,7 +220,6 @@ class Workload:
     """Input lines with every kind of line a user pastes, built from a seeded RNG."""
 
     lines: list[str]
-    works: list[int]
     gone: frozenset[int]
 
 
@@ -289,7 +288,7 @@ def build_workload(
         for text_line in rejected:
             lines.insert(rng.randrange(len(lines) + 1), text_line)
         lines[:0] = ["# a comment", ""]
-    return Workload(lines, live, dead)
+    return Workload(lines, dead)
 
 
 def write_workload(workload: Workload, path: Path) -> Path:
@@ -320,6 +319,7 @@ class OutageProxy:
             self._target = ("tcp", (url.host, url.port or 5432))
         self._links: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
         self.cut_connections = 0
         self.loop = asyncio.new_event_loop()
@@ -391,16 +391,15 @@ class OutageProxy:
         self.down()
 
         def come_back() -> None:
-            self.loop.call_later(seconds, lambda: self.loop.create_task(self._up()))
+            task = self.loop.create_task(self._up())
+            self._tasks.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._tasks.discard)
 
-        self.loop.call_soon_threadsafe(come_back)
-
-    @property
-    def is_up(self) -> bool:
-        return self._server is not None
+        self.loop.call_soon_threadsafe(self.loop.call_later, seconds, come_back)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._call(self._down())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.loop.close()
