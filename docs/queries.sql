@@ -139,6 +139,57 @@ GROUP BY m.music_id
 ORDER BY works DESC, total_engagement DESC NULLS LAST, m.music_id
 LIMIT 20;
 
+-- Engagement by collection episode: do later episodes of a collection (合集) keep the audience?
+SELECT c.mix_id,
+       c.name AS collection,
+       w.collection_episode AS episode,
+       c.episodes AS episodes_published,
+       count(*) AS works,
+       sum(l.engagement) AS total_engagement
+FROM collections c
+JOIN works w ON w.collection_id = c.mix_id
+LEFT JOIN work_stats_latest l ON l.aweme_id = w.aweme_id
+GROUP BY c.mix_id, c.name, c.episodes, w.collection_episode
+ORDER BY c.mix_id, episode;
+
+-- Top places: works tagged with each place (POI), their authors and engagement.
+SELECT p.poi_id,
+       p.name AS place,
+       p.city,
+       count(*) AS works,
+       count(DISTINCT w.author_uid) AS authors,
+       sum(l.engagement) AS total_engagement
+FROM places p
+JOIN works w ON w.poi_id = p.poi_id
+LEFT JOIN work_stats_latest l ON l.aweme_id = w.aweme_id
+GROUP BY p.poi_id
+ORDER BY works DESC, total_engagement DESC NULLS LAST, p.poi_id;
+
+-- Category mix per author: what share of each author's works falls in each top-level category?
+SELECT w.author_uid,
+       a.nickname,
+       c.name AS category,
+       count(*) AS works,
+       round(100.0 * count(*) / sum(count(*)) OVER (PARTITION BY w.author_uid), 1)
+           AS pct_of_author_works
+FROM works w
+JOIN authors a ON a.uid = w.author_uid
+JOIN work_categories wc ON wc.aweme_id = w.aweme_id AND wc.level = 1
+JOIN categories c ON c.category_id = wc.category_id
+GROUP BY w.author_uid, a.nickname, c.name
+ORDER BY w.author_uid, works DESC, category;
+
+-- Account reach: the newest known followers and likes received of the most liked authors.
+SELECT author_uid,
+       nickname,
+       follower_count,
+       total_favorited,
+       aweme_count,
+       captured_at
+FROM author_counts_latest
+ORDER BY total_favorited DESC NULLS LAST, author_uid
+LIMIT 20;
+
 -- Daily totals: likes across all tracked works at the end of each day, and the day's gain.
 SELECT day,
        count(*) AS works_tracked,

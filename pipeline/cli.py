@@ -268,16 +268,23 @@ def demo_command(input_file: Path | None, **params: Any) -> None:
 @cli.command("reprocess")
 @database_options
 @batch_size_option(500, "Payloads")
+@click.option(
+    "--stale",
+    is_flag=True,
+    help="Only payloads loaded by an older version of the flattener (what `ingest db upgrade` "
+    "does by itself).",
+)
 @output_options
-def reprocess_command(batch_size: int, **params: Any) -> None:
-    """Rebuild every table from the stored raw payloads, without fetching anything."""
+def reprocess_command(batch_size: int, stale: bool, **params: Any) -> None:
+    """Rebuild the content of every table from the stored raw payloads, without fetching.
+    Work state (gone, schedule, check times) is left alone."""
     from pipeline.reprocess import reprocess
 
     settings = build_settings(params)
     setup_logging(settings)
     database = open_database(settings)
     try:
-        counts = reprocess(database.engine, batch_size)
+        counts = reprocess(database.engine, batch_size, stale_only=stale)
     finally:
         database.engine.dispose()
     click.echo(

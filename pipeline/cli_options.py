@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline.config import FetchSettings, Secret, Settings, default_data_dir
+from pipeline.config import (
+    FetchSettings,
+    Secret,
+    Settings,
+    check_api_credentials,
+    check_base_url,
+    default_data_dir,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,7 +77,8 @@ fetch_options = _compose(
         show_envvar=True,
         default="http://127.0.0.1:8000",
         show_default=True,
-        help="Base URL of the parsing service.",
+        help="Base URL of the parsing service, http(s)://host[:port][/path] (its redirects are "
+        "not followed).",
     ),
     click.option(
         "--api-style",
@@ -159,15 +167,20 @@ def build_settings(params: dict[str, Any], **extra: Any) -> Settings:
     token = params.get("api_token")
     url = params.get("database_url")
     defaults = FetchSettings()
+    api_base = check_base_url(str(params.get("api_base") or defaults.api_base), "--api-base")
+    check_api_credentials(api_base, token)
+    resolve_base = params.get("resolve_base") or None
+    if resolve_base is not None:
+        resolve_base = check_base_url(resolve_base, "--resolve-base")
     fetch = FetchSettings(
-        api_base=str(params.get("api_base") or defaults.api_base).rstrip("/"),
+        api_base=api_base,
         api_style=params.get("api_style") or defaults.api_style,
         api_token=Secret(token) if token else None,
         rate=float(params.get("rate") or defaults.rate),
         concurrency=int(params.get("concurrency") or defaults.concurrency),
         timeout_s=float(params.get("timeout") or defaults.timeout_s),
         retries=defaults.retries if params.get("retries") is None else int(params["retries"]),
-        resolve_base=params.get("resolve_base") or None,
+        resolve_base=resolve_base,
     )
     progress = params.get("progress")
     if progress is None:

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 
+from pipeline.errors import UsageError
+
 ApiStyle = Literal["seed", "amagi"]
 LogFormat = Literal["text", "json"]
 
@@ -49,6 +51,38 @@ def without_userinfo(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_base_url(url: str, option: str) -> str:
+    """`url` if it is `http(s)://host[:port][/path]`, else a `UsageError` saying what to fix.
+
+    Messages never repeat the URL: it may carry a password."""
+    text = url.strip()
+    if "://" not in text:
+        raise UsageError(f"{option}: the scheme is missing (expected http://host[:port][/path])")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"{option}: not a valid URL (a bad port or [address])") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise UsageError(f"{option}: only http:// and https:// URLs are supported")
+    if not parts.hostname:
+        raise UsageError(f"{option}: the host is missing (expected http://host[:port][/path])")
+    if port == 0:
+        raise UsageError(f"{option}: port 0 is not a port")
+    if parts.query or parts.fragment:
+        raise UsageError(f"{option}: must not have a query (?…) or fragment (#…)")
+    return text.rstrip("/")
+
+
+def check_api_credentials(api_base: str, token: str | None) -> None:
+    """A `user:password@` in the base URL and a token are two kinds of credentials: the client
+    cannot send both (aiohttp refuses), and guessing which one is meant would be worse."""
+    if token and (urlsplit(api_base).username or urlsplit(api_base).password):
+        raise UsageError(
+            "--api-base carries a user:password and --api-token is set too: use one of them"
+        )
 
 
 def default_data_dir() -> Path:

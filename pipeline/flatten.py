@@ -49,12 +49,15 @@ from pipeline.rows import (
 
 __all__ = [
     "AuthorRow",
+    "CategoryRow",
+    "CollectionRow",
     "FlatWork",
     "HashtagRow",
     "ImageRow",
     "MentionRow",
     "MusicRow",
     "NotAWork",
+    "PlaceRow",
     "StatsRow",
     "WorkRow",
     "flatten",
@@ -213,11 +216,14 @@ def _created_at(value: object) -> datetime | None:
 
 def _kind(images: object, aweme_type: int | None, media_type: int | None) -> str | None:
     """No single field is reliable (UPSTREAM.md §3): an album is a work with images. None when
-    the payload says too little to tell (no images list and no type codes)."""
+    the payload says too little to tell: no type codes, or album codes without the images list
+    (a degraded payload of an album must not turn it into "other")."""
     if _items(images):
         return "image_album"
-    if aweme_type == _ALBUM_AWEME_TYPE or media_type == _ALBUM_MEDIA_TYPE:
-        return "image_album"
+    if not isinstance(images, list | tuple) and (
+        aweme_type == _ALBUM_AWEME_TYPE or media_type == _ALBUM_MEDIA_TYPE
+    ):
+        return None
     if aweme_type == _ARTICLE_AWEME_TYPE:
         return "article"
     if aweme_type in _VIDEO_AWEME_TYPES or media_type == _VIDEO_MEDIA_TYPE:

@@ -23,7 +23,8 @@ from pipeline.batches import FetchedLink
 from pipeline.config import Settings
 from pipeline.db.runs import KnownFate, LinkRecord, known_links
 from pipeline.db.tracking import LinkOutcome
-from pipeline.inputs import Deduplicator, InputLine, ShareLink, iter_input_lines
+from pipeline.input_files import iter_input_lines
+from pipeline.inputs import Deduplicator, InputLine, ShareLink
 from pipeline.run import FetchJob, JobOptions, Reporter
 
 _KNOWN_CHECK_CHUNK = 500

@@ -1,4 +1,4 @@
-"""Input stage: pasted share text -> Douyin share links (pure, streaming, never raises on input).
+"""Input stage: pasted share text -> Douyin share links (pure, never raises on input).
 
 Canonical form: every link whose work id is known becomes `https://www.douyin.com/video/<id>`,
 whatever its shape (note, slides, article, iesdouyin share page, modal_id, vid, bare id). The
@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
-MAX_LINE_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 300
 _INT64_MAX = 2**63 - 1
-_BOM = b"\xef\xbb\xbf"
-_PREVIEW_BYTES = MAX_TEXT_CHARS * 4  # enough UTF-8 bytes for the rejection text of a long line
 
 # Characters RFC 3986 allows in a URL, minus the quote (share text quotes links). Anything else
 # (whitespace, CJK, full-width punctuation, <>"`) ends the link: pasted text has no spaces.
@@ -30,13 +25,19 @@ _LINK_START = re.compile(
     re.IGNORECASE | re.ASCII,
 )
 _NEXT_HTTP = re.compile(r"https?://", re.IGNORECASE | re.ASCII)
+# `douyin.com/video/…` pasted without a scheme; never inside another URL or a parameter value.
+_SCHEMELESS_DOUYIN = re.compile(
+    r"(?<![A-Za-z0-9+.\-/@:=?&#%_~])(?:[A-Za-z0-9-]+\.)*(?:ies)?douyin\.com/",
+    re.IGNORECASE | re.ASCII,
+)
 _URL_TAIL = re.compile(_URL_CHARS + "*", re.ASCII)
 _TRAILING_PUNCT = ".,;:!?)]}'\""
 _OPENERS = {")": "(", "]": "[", "}": "{"}
 _BARE_NUMBER = re.compile(r"(?<!\S)[0-9]{15,}(?!\S)")
 _WORK_PATH = re.compile(r"/(?:share/)?(?:video|note|slides|article)/([0-9]+)(?:/|$)", re.ASCII)
-_SHORT_PATH = re.compile(r"/([A-Za-z0-9_-]{1,64})/?", re.ASCII)
-_EOL = re.compile(rb"\r\n|\r|\n")
+_SHORT_PATH = re.compile(r"/([^/]*)/?")
+_SHORT_CODE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+MAX_SHORT_CODE = 64
 _DOUYIN_DOMAINS = ("douyin.com", "iesdouyin.com")
 _SHORT_HOST = "v.douyin.com"
 _ID_PARAMS_ANYWHERE = ("modal_id",)
@@ -86,7 +87,7 @@ def clean_text(text: str) -> str:
     return kept[:MAX_TEXT_CHARS]
 
 
-def _reject(reason: str, text: str) -> Rejection:
+def reject(reason: str, text: str) -> Rejection:
     return Rejection(reason, clean_text(text))
 
 
@@ -106,17 +107,13 @@ def _parse_url(url: str) -> ShareLink | Rejection:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".")
     except ValueError:
-        return _reject("malformed link", url)
+        return reject("malformed link", url)
     if not host:
-        return _reject("link without a host", url)
+        return reject("link without a host", url)
     if not _is_douyin(host):
-        return _reject(f"not a Douyin link: {host[:100]}", url)
+        return reject(f"not a Douyin link: {host[:100]}", url)
     if host == _SHORT_HOST:
-        short = _SHORT_PATH.fullmatch(parts.path)
-        if short is None:
-            return _reject("Douyin short link without a code", url)
-        # Short links carry only tracking parameters in their query: the code alone names it.
-        return ShareLink(f"https://{_SHORT_HOST}/{short.group(1)}/", None, is_short=True)
+        return _short_link(parts.path, url)
     digits = None
     if path_id := _WORK_PATH.match(parts.path):
         digits = path_id.group(1)
@@ -129,13 +126,57 @@ def _parse_url(url: str) -> ShareLink | Rejection:
                 digits = value
                 break
     if digits is None:
-        return _reject("Douyin link without a work id", url)
+        return reject("Douyin link without a work id", url)
     if not digits.isascii() or not digits.isdigit():
-        return _reject(f"not a valid work id: {digits[:40]}", url)
+        return reject(f"not a valid work id: {digits[:40]}", url)
     aweme_id = _work_id(digits)
     if isinstance(aweme_id, str):
-        return _reject(aweme_id, url)
+        return reject(aweme_id, url)
     return canonical_link(aweme_id)
+
+
+def _short_link(path: str, url: str) -> ShareLink | Rejection:
+    short = _SHORT_PATH.fullmatch(path or "/")
+    if short is None:
+        return reject("Douyin short link with more than a code in its path", url)
+    code = short.group(1)
+    if not code:
+        return reject("Douyin short link without a code", url)
+    if not _SHORT_CODE.fullmatch(code):
+        return reject("Douyin short link code has characters other than A-Z a-z 0-9 - _", url)
+    if len(code) > MAX_SHORT_CODE:
+        return reject(
+            f"Douyin short link code too long ({len(code)} characters, at most {MAX_SHORT_CODE})",
+            url,
+        )
+    # Short links carry only tracking parameters in their query: the code alone names it.
+    return ShareLink(f"https://{_SHORT_HOST}/{code}/", None, is_short=True)
+
+
+def _splits_here(first: str) -> bool:
+    """Whether an `http(s)://` right after `first` (inside one run of URL characters) begins a
+    second link pasted back to back. Not when the first link is another site's (a Douyin link
+    in its query or path is part of that site's URL, never fetched) nor when it is a
+    parameter's value (`?u=https://…`)."""
+    if first.endswith("="):
+        return False
+    try:
+        host = (urlsplit(first).hostname or "").rstrip(".")
+    except ValueError:
+        return False
+    return _is_douyin(host)
+
+
+def _next_link_start(text: str, pos: int, glued: bool) -> tuple[re.Match[str], bool] | None:
+    """The next link's start and whether it lacks a scheme (`douyin.com/…`)."""
+    if glued:
+        start = _NEXT_HTTP.match(text, pos)
+        return (start, False) if start else None
+    start = _LINK_START.search(text, pos)
+    bare = _SCHEMELESS_DOUYIN.search(text, pos)
+    if bare is not None and (start is None or bare.start() < start.start()):
+        return bare, True
+    return (start, False) if start else None
 
 
 def _strip_trailing_punct(url: str) -> str:
@@ -156,117 +197,37 @@ def parse_line(text: str) -> tuple[tuple[ShareLink, ...], tuple[Rejection, ...]]
     """
     found: list[tuple[int, ShareLink | Rejection]] = []
     pos, glued = 0, False
-    while True:
-        start = _NEXT_HTTP.match(text, pos) if glued else _LINK_START.search(text, pos)
-        if start is None:
-            break
-        tail = _URL_TAIL.match(text, start.end())
-        end = tail.end() if tail else start.end()
+    while (found_start := _next_link_start(text, pos, glued)) is not None:
+        start, schemeless = found_start
+        prefix = "https://" if schemeless else ""
+        tail_from = start.start() if schemeless else start.end()
+        tail = _URL_TAIL.match(text, tail_from)
+        end = tail.end() if tail else tail_from
         # Links pasted back to back (".../video/1https://v.douyin.com/x/") are two links.
         next_link = _NEXT_HTTP.search(text, start.end(), end)
+        if next_link and not _splits_here(prefix + text[start.start() : next_link.start()]):
+            next_link = None
         glued = next_link is not None
         end = next_link.start() if next_link else end
-        url = _strip_trailing_punct(text[start.start() : end])
+        url = prefix + _strip_trailing_punct(text[start.start() : end])
         pos = end
-        scheme = start.group().split(":", 1)[0].lower()
+        scheme = "https" if schemeless else start.group().split(":", 1)[0].lower()
         if scheme in ("http", "https"):
             found.append((start.start(), _parse_url(url)))
         else:
-            found.append((start.start(), _reject(f"unsupported scheme: {scheme[:20]}", url)))
+            found.append((start.start(), reject(f"unsupported scheme: {scheme[:20]}", url)))
     for number in _BARE_NUMBER.finditer(text):
         aweme_id = _work_id(number.group())
         if isinstance(aweme_id, int):
             found.append((number.start(), canonical_link(aweme_id)))
         else:
-            found.append((number.start(), _reject(aweme_id, number.group())))
+            found.append((number.start(), reject(aweme_id, number.group())))
     found.sort(key=lambda pair: pair[0])
     links = tuple(item for _, item in found if isinstance(item, ShareLink))
     rejections = tuple(item for _, item in found if isinstance(item, Rejection))
     if not found and text.strip():
-        rejections = (_reject("no link found", text.strip()),)
+        rejections = (reject("no link found", text.strip()),)
     return links, rejections
-
-
-class InputReader:
-    """Iterator of `InputLine`s from a binary stream; see `iter_input_lines`.
-
-    `skipped` counts blank and `#` comment lines read so far (final once iteration ends);
-    `lines_read` counts every physical line, skipped or not.
-    """
-
-    def __init__(self, stream: BinaryIO, source: str) -> None:
-        self.source = source
-        self.skipped = 0
-        self.lines_read = 0
-        self._lines = self._parse(stream)
-
-    def __iter__(self) -> InputReader:
-        return self
-
-    def __next__(self) -> InputLine:
-        return next(self._lines)
-
-    def _parse(self, stream: BinaryIO) -> Iterator[InputLine]:
-        for raw, too_long in _split_lines(stream):
-            self.lines_read += 1
-            if self.lines_read == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            line_no = self.lines_read
-            if too_long:
-                reason = f"line too long (over {MAX_LINE_BYTES} bytes)"
-                preview = raw[:_PREVIEW_BYTES].decode("utf-8", "replace")
-                yield InputLine(self.source, line_no, (), (_reject(reason, preview),))
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                reason = f"not valid UTF-8 (byte {exc.start + 1} of the line)"
-                preview = raw[:_PREVIEW_BYTES].decode("utf-8", "replace")
-                yield InputLine(self.source, line_no, (), (_reject(reason, preview),))
-                continue
-            if not (stripped := text.strip()) or stripped.startswith("#"):
-                self.skipped += 1
-                continue
-            links, rejections = parse_line(text)
-            yield InputLine(self.source, line_no, links, rejections)
-
-
-def iter_input_lines(stream: BinaryIO, source: str) -> InputReader:
-    """Stream `InputLine`s from `stream` (named `source` in messages); memory stays bounded.
-
-    Lines end at LF, CRLF or a lone CR; a UTF-8 BOM on the first line is dropped. Lines longer
-    than `MAX_LINE_BYTES` and lines that are not UTF-8 come back as one rejection each. Blank and
-    comment lines are not yielded: read `.skipped` on the returned reader after iterating.
-    """
-    return InputReader(stream, source)
-
-
-def _split_lines(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
-    """Yield (line without terminator, too_long); holds at most ~2 × MAX_LINE_BYTES at once.
-
-    Reads with a bounded `readline` so one huge line (or a file with no LF at all) never lands
-    in memory whole; a lone CR inside a read also ends a line (old Mac line endings).
-    """
-    buf = bytearray()
-    too_long = False
-    after_cr = False  # last read ended in CR: a leading LF in the next read belongs to it
-    while chunk := stream.readline(MAX_LINE_BYTES):
-        if after_cr and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        after_cr = chunk.endswith(b"\r")
-        *complete, rest = _EOL.split(chunk)
-        for piece in complete:
-            buf += piece
-            too_long = too_long or len(buf) > MAX_LINE_BYTES
-            yield bytes(buf[:_PREVIEW_BYTES] if too_long else buf), too_long
-            buf.clear()
-            too_long = False
-        buf += rest
-        if len(buf) > MAX_LINE_BYTES:
-            too_long = True  # keep a preview only; the rest of the line is discarded
-            del buf[_PREVIEW_BYTES:]
-    if buf or too_long:
-        yield bytes(buf), too_long
 
 
 class Deduplicator:

@@ -98,7 +98,10 @@ def utc_now() -> datetime:
 
 
 def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datetime) -> FetchedLink:
-    """Map one fetch result to the link's recorded fate (and the rows to load, if any)."""
+    """Map one fetch result to the link's recorded fate (and the rows to load, if any).
+
+    Never raises for what the upstream sent: a payload flatten cannot use, or one whose work is
+    not the work asked for, is a permanent failure of this link with its reason."""
     aweme_id = result.aweme_id if result.aweme_id is not None else link.aweme_id
 
     def done(
@@ -115,12 +118,23 @@ def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datet
             work = flatten(result.aweme_detail, now)
         except NotAWork as exc:
             return done("failed", f"upstream payload is not a work: {exc}")
+        except Exception as exc:  # a payload shape flatten did not expect must not stop the run
+            log.warning("flatten failed on %s: %s", link.url, exc.__class__.__name__)
+            return done("failed", f"upstream payload could not be read: {exc.__class__.__name__}")
+        if aweme_id is not None and work.work.aweme_id != aweme_id:
+            return done(
+                "failed",
+                f"service answered with a different work (asked {aweme_id}, "
+                f"got {work.work.aweme_id})",
+            )
         aweme_id = work.work.aweme_id
         return done("loaded", None, work)
     if result.outcome is Outcome.GONE:
         return done("gone", result.reason or "gone")
     if result.outcome is Outcome.INVALID:
         return done("invalid", result.reason or "invalid")
+    if result.outcome is Outcome.UNUSABLE:
+        return done("failed", result.reason or "unusable answer")
     return done("failed", result.reason or result.outcome.value, temp=True)
 
 

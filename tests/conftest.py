@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import shutil
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path

@@ -9,6 +9,11 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 
+from sqlalchemy import Connection
+
+from pipeline.db.load import LoadResult, load_works
+from pipeline.db.state import mark_fetched
+from pipeline.flatten import FlatWork
 from pipeline.testing.fake_upstream import FakeUpstream
 
 
@@ -58,3 +63,11 @@ def run_ingest(
         timeout=timeout,
         check=False,
     )
+
+
+def load_fetched(conn: Connection, works: Sequence[FlatWork]) -> LoadResult:
+    """What a run does with the works it fetched: merge their content, then record the fetch
+    (check time, schedule, available again) as work state."""
+    result = load_works(conn, works)
+    mark_fetched(conn, works)
+    return result

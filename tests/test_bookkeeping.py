@@ -97,6 +97,8 @@ def test_a_new_run_marks_runs_whose_process_died_abandoned(db: Connection) -> No
     dead_here = _insert_run(db, host=HOST, pid=_dead_pid(), heartbeat_ago_s=0)
     alive_here = _insert_run(db, host=HOST, pid=os.getpid(), heartbeat_ago_s=0)
     alive_elsewhere = _insert_run(db, host="elsewhere", pid=4242, heartbeat_ago_s=5)
+    # Alive here but silent (waiting out a long database outage): the pid has the last word.
+    silent_here = _insert_run(db, host=HOST, pid=os.getpid(), heartbeat_ago_s=300)
 
     # Before any new run, `ingest runs` already tells the dead from the living.
     now = db.execute(text("SELECT now()")).scalar_one()
@@ -106,6 +108,7 @@ def test_a_new_run_marks_runs_whose_process_died_abandoned(db: Connection) -> No
         dead_here: "abandoned",
         alive_here: "running",
         alive_elsewhere: "running",
+        silent_here: "running",
     }
     assert now is not None
 
@@ -115,7 +118,7 @@ def test_a_new_run_marks_runs_whose_process_died_abandoned(db: Connection) -> No
         assert row.status == "abandoned"
         assert row.finished_at == row.heartbeat_at  # its last sign of life
         assert "without closing" in row.message
-    for run_id in (alive_here, alive_elsewhere, new):
+    for run_id in (alive_here, alive_elsewhere, silent_here, new):
         assert _status(db, run_id).status == "running"
 
 

@@ -7,10 +7,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from alembic import command
 from sqlalchemy import create_engine, text
 
 from helpers import ThreadedFake, run_ingest
-from pipeline.db.migrate import head_revision
+from pipeline.db.migrate import alembic_config, head_revision
 from pipeline.testing.fake_upstream import FaultConfig
 from pipeline.testing.payloads import sample_aweme_ids
 
@@ -125,13 +126,7 @@ def test_db_current_and_upgrade_on_a_database_behind(db_url: str) -> None:
     assert "up to date" in current.stdout
     engine = create_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "DROP VIEW IF EXISTS works_enriched, author_stats, hashtag_stats, "
-                "work_stats_daily, work_stats_latest"
-            )
-        )
-        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+        command.downgrade(alembic_config(conn), "0003")
     engine.dispose()
     behind = run_ingest(["db", "current"], env=env)
     assert "behind" in behind.stdout

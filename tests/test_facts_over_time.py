@@ -51,6 +51,10 @@ def _album() -> dict[str, Any]:
     return dict(page["aweme_list"][0])
 
 
+def album_share_url() -> str:
+    return f"https://www.iesdouyin.com/share/video/{ALBUM_ID}/"
+
+
 def content(conn: Connection, *, skip: tuple[str, ...] = ()) -> dict[str, list[dict[str, Any]]]:
     dump: dict[str, list[dict[str, Any]]] = {}
     for name, order in CONTENT.items():
@@ -127,9 +131,7 @@ def _load_in_order(db: Connection, order: list[int], batches: list[int]) -> None
 
 
 def _latest_stats(db: Connection) -> Any:
-    return db.execute(
-        text("SELECT * FROM work_stats ORDER BY captured_at DESC LIMIT 1")
-    ).one()
+    return db.execute(text("SELECT * FROM work_stats ORDER BY captured_at DESC LIMIT 1")).one()
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +179,11 @@ def test_the_merged_work_keeps_the_best_known_value_of_every_field(db: Connectio
         datetime(2023, 5, 13, 11, 23, 49, tzinfo=UTC),
         False,
     )
-    assert work.media_type == 2 and work.share_url is not None
-    assert work.last_seen_at == VARIANTS[3][0] and work.first_seen_at == VARIANTS[0][0]
-    tags = db.execute(
-        text("SELECT hashtag_name FROM work_hashtags ORDER BY position")
-    ).scalars().all()
+    assert (work.media_type, work.share_url) == (2, album_share_url())
+    assert (work.first_seen_at, work.last_seen_at) == (VARIANTS[0][0], VARIANTS[3][0])
+    tags = (
+        db.execute(text("SELECT hashtag_name FROM work_hashtags ORDER BY position")).scalars().all()
+    )
     assert tags == ["日落🌄", "海边"]
     assert db.execute(text("SELECT count(*) FROM work_images")).scalar_one() == 3
     author = db.execute(text("SELECT * FROM authors")).one()
@@ -233,7 +235,7 @@ def _astral_album() -> dict[str, Any]:
     start, end = span("@朋友")
     extra.append({"start": start, "end": end, "type": 0, "user_id": "123456789"})
     payload["text_extra"] = extra
-    assert extra[0]["start"] == 0 and extra[0]["end"] == 5
+    assert (extra[0]["start"], extra[0]["end"]) == (0, 5)
     return payload
 
 

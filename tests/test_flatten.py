@@ -19,12 +19,15 @@ from hypothesis import strategies as st
 
 from pipeline.flatten import (
     AuthorRow,
+    CategoryRow,
+    CollectionRow,
     FlatWork,
     HashtagRow,
     ImageRow,
     MentionRow,
     MusicRow,
     NotAWork,
+    PlaceRow,
     StatsRow,
     WorkRow,
     flatten,
@@ -70,11 +73,21 @@ def test_video_7071967230287744267(payload: dict[str, Any]) -> None:
         media_type=4,
         description="其实早就和你表白过了 在看你的每个眼神里",
         created_at=datetime(2022, 3, 6, 12, 44, 43, tzinfo=UTC),
+        created_at_from_id=datetime(2022, 3, 6, 12, 44, 42, tzinfo=UTC),
         duration_ms=9611,
         video_width=1080,
         video_height=1920,
+        video_ratio="540p",
+        cover_uri="tos-cn-p-0015/67d4a42fb52b4b4fbbc1ba2b745e1304",
         region="CN",
         share_url="https://www.iesdouyin.com/share/video/7071967230287744267/",
+        group_id=7071967230287744267,
+        is_ads=False,
+        is_top=False,
+        ip_label=None,
+        collection_id=None,
+        collection_episode=None,
+        poi_id=None,
         is_delete=False,
         is_prohibited=False,
         is_private=False,
@@ -89,13 +102,16 @@ def test_video_7071967230287744267(payload: dict[str, Any]) -> None:
         short_id="2830954084",
         nickname="百里TUFU",
         signature="遇见都是缘分\n🧣&🍠：半夜去杀猪x\n🛰️：JRCM0018888\n日常不定揪🎁@久然文化",
-        avatar_uri="100x100/aweme-avatar/tos-cn-avt-0015_b4a51067e5d3c41d5d7758f14532ace6",
+        # No author.avatar_uri here: the thumbnail's uri without its size prefix.
+        avatar_uri="aweme-avatar/tos-cn-avt-0015_b4a51067e5d3c41d5d7758f14532ace6",
         verification_type=1,
         custom_verify=None,
         enterprise_verify_reason=None,
-        follower_count=0,
+        follower_count=None,  # the detail endpoint reports 0: hidden, not zero
         following_count=0,
         total_favorited=43831234,
+        aweme_count=None,
+        favoriting_count=1622,
         seen_at=FETCHED,
     )
     # In the amagi envelope the numeric music.id is rounded to 7049808807056150000.
@@ -105,10 +121,12 @@ def test_video_7071967230287744267(payload: dict[str, Any]) -> None:
         author_name="碑海北",
         album=None,
         duration_s=22,
-        is_original=False,
+        is_original=True,  # is_original_sound; the payload's is_original says false
+        is_pgc=False,
         owner_uid=72609174662,
         owner_sec_uid="MS4wLjABAAAArB7A1MV09AIHOoj2P42i1n-fC7WW4MCxoMZ6W2hlD_I",
         owner_nickname="碑海北",
+        owner_handle="z810807031",
         cover_uri="100x100/aweme-avatar/tos-cn-avt-0015_cfdff2854a9af33f6cbeb44b2f57ebe6",
     )
     assert flat.stats == StatsRow(
@@ -123,7 +141,12 @@ def test_video_7071967230287744267(payload: dict[str, Any]) -> None:
     )
     assert flat.hashtags == ()
     assert flat.mentions == ()
-    assert flat.images == ()
+    assert flat.images is None  # `images: null`: the payload does not list any
+    assert flat.categories == (
+        CategoryRow(7071967230287744267, 1, 2006, "颜值"),
+        CategoryRow(7071967230287744267, 2, 2006002, "美女"),
+    )
+    assert (flat.collection, flat.place, flat.complete) == (None, None, True)
     assert flat.raw is payload
 
 
@@ -182,10 +205,28 @@ def test_album_7232626237586312485(payload: dict[str, Any]) -> None:
         album="多秋",
         duration_s=60,
         is_original=False,
+        is_pgc=True,
         owner_uid=None,
         owner_sec_uid=None,
         owner_nickname=None,
+        owner_handle=None,
         cover_uri="tos-cn-v-2774c002/oofuwAByVBRVAxCAhPWBCsNAoSoNE9pAWtuwEz",
+    )
+    assert flat.collection == CollectionRow(7238089454588528701, "穿搭图文(⁎⁍̴̛ᴗ⁍̴̛⁎)", None, 9)
+    assert flat.work.collection_episode == 1
+    assert flat.place == PlaceRow(
+        6601123594271459336, "武汉市", "武汉市", "湖北省", "中国", 30.59573, 114.298972
+    )
+    assert flat.categories == (
+        CategoryRow(ALBUM_ID, 1, 2003, "时尚"),
+        CategoryRow(ALBUM_ID, 2, 2003007, "穿搭"),
+        CategoryRow(ALBUM_ID, 3, 2003007011, "女装"),
+    )
+    assert (work.group_id, work.is_top, work.is_ads, work.video_ratio) == (
+        ALBUM_ID,
+        False,
+        None,
+        None,
     )
     assert flat.author is not None
     assert (flat.author.sec_uid, flat.author.nickname, flat.author.unique_id) == (
@@ -198,6 +239,8 @@ def test_album_7232626237586312485(payload: dict[str, Any]) -> None:
         flat.author.following_count,
         flat.author.total_favorited,
     ) == (457352, 4, 14192407)
+    assert (flat.author.aweme_count, flat.author.favoriting_count) == (208, 133)
+    assert flat.author.avatar_uri == "aweme-avatar/tos-cn-avt-0015_0f0f760731f3a659ad557fb9718a7019"
     assert flat.stats == StatsRow(ALBUM_ID, FETCHED, 20629, 166, 406, 1572, 0, 1)
 
 
@@ -235,12 +278,15 @@ def _minimal(**extra: Any) -> dict[str, Any]:
 
 def test_minimal_payload_gives_unknowns_not_errors() -> None:
     flat = flatten(_minimal(), FETCHED)
+    estimate = datetime(2022, 3, 6, 12, 44, 42, tzinfo=UTC)  # top 32 bits of the id
     assert flat.work == WorkRow(
-        7071967230287744267, None, None, "other", None, None, "", None, None, None, None,
-        None, None, None, None, None, None, None, FETCHED,
+        7071967230287744267, None, None, None, None, None, None, None, estimate, *[None] * 19,
+        FETCHED,
     )  # fmt: skip
     assert (flat.author, flat.music, flat.stats) == (None, None, None)
-    assert (flat.hashtags, flat.mentions, flat.images) == ((), (), ())
+    # Absent lists say nothing (None), unlike empty ones.
+    assert (flat.hashtags, flat.mentions, flat.images, flat.categories) == (None,) * 4
+    assert flat.complete is False
 
 
 def test_nulls_where_objects_and_lists_were_expected() -> None:
@@ -257,7 +303,7 @@ def test_nulls_where_objects_and_lists_were_expected() -> None:
 @pytest.mark.parametrize("junk", [5, "#tag", {"type": 1, "hashtag_name": "x"}, True, 1.5])
 def test_text_extra_and_images_that_are_not_lists_are_ignored(junk: Any) -> None:
     flat = flatten(_minimal(text_extra=junk, images=junk, aweme_type=0), FETCHED)
-    assert (flat.hashtags, flat.mentions, flat.images) == ((), (), ())
+    assert (flat.hashtags, flat.mentions, flat.images) == (None, None, None)
     assert flat.work.kind == "video"
 
 
@@ -291,7 +337,7 @@ def test_wrong_types_become_unknown() -> None:
     )
     assert flat.author is not None
     assert (flat.author.nickname, flat.author.follower_count) == (None, None)
-    assert flat.work.description == ""
+    assert flat.work.description is None
     assert flat.work.region is None
     assert flat.work.created_at == datetime(2022, 3, 6, 12, 44, 43, tzinfo=UTC)
     assert flat.work.duration_ms == 9611  # top-level unusable: falls back to video.duration
@@ -348,11 +394,14 @@ def test_text_extra_hashtags_mentions_and_other_types() -> None:
 def test_mention_offsets_counted_in_utf16_units_still_find_the_name() -> None:
     desc = "😀😀 @Amy"  # each emoji is 2 UTF-16 units: "@Amy" is units 5..9, code points 3..7
     te = [{"type": 0, "start": 5, "end": 9, "user_id": "42"}]
-    (mention,) = flatten(_minimal(desc=desc, text_extra=te), FETCHED).mentions
-    assert (mention.nickname, mention.uid, mention.start) == ("Amy", 42, 5)
+    mentions = flatten(_minimal(desc=desc, text_extra=te), FETCHED).mentions
+    assert mentions is not None
+    (mention,) = mentions
+    # Stored as code points, what PostgreSQL's substring counts.
+    assert (mention.nickname, mention.uid, mention.start, mention.end) == ("Amy", 42, 3, 7)
 
 
-def test_nul_and_lone_surrogates_are_removed_from_text() -> None:
+def test_nul_and_lone_surrogates_are_replaced_one_for_one() -> None:
     flat = flatten(
         _minimal(
             desc="a\x00b\n😀",
@@ -361,11 +410,11 @@ def test_nul_and_lone_surrogates_are_removed_from_text() -> None:
         ),
         FETCHED,
     )
-    assert flat.work.description == "ab\n😀"
+    assert flat.work.description == "a\ufffdb\n😀"  # same length: offsets keep their meaning
     assert flat.author is not None
     assert flat.author.nickname == "x?y"
-    assert flat.author.signature is None
-    assert [h.name for h in flat.hashtags] == ["tag"]
+    assert flat.author.signature == "\ufffd"
+    assert [h.name for h in flat.hashtags or ()] == ["tag"]  # names lose control characters
 
 
 def test_fetched_at_must_be_aware() -> None:
@@ -481,10 +530,12 @@ def test_share_url_is_canonical(share_url: Any, expected: str | None) -> None:
         ({"aweme_type": 68, "images": [None, "x"]}, "other"),
         ({"aweme_type": 0, "media_type": 4, "images": [{"uri": "u"}]}, "image_album"),
         ({"aweme_type": 61}, "other"),
-        ({}, "other"),
+        ({"aweme_type": 68}, None),  # an album's payload without its images: cannot tell
+        ({"media_type": 2, "images": None}, None),
+        ({}, None),
     ],
 )
-def test_kind(fields: dict[str, Any], kind: str) -> None:
+def test_kind(fields: dict[str, Any], kind: str | None) -> None:
     assert flatten(_minimal(**fields), FETCHED).work.kind == kind
 
 
@@ -527,8 +578,10 @@ def _conforms(value: object, hint: Any) -> bool:
 
 def _rows(flat: FlatWork) -> Iterator[Any]:
     yield flat.work
-    yield from (r for r in (flat.author, flat.music, flat.stats) if r is not None)
-    yield from (*flat.hashtags, *flat.mentions, *flat.images)
+    rows = (flat.author, flat.music, flat.collection, flat.place, flat.stats)
+    yield from (r for r in rows if r is not None)
+    for children in (flat.hashtags, flat.mentions, flat.images, flat.categories):
+        yield from children or ()
 
 
 def _candidate_ids(detail: Mapping[str, Any]) -> set[int]:
@@ -546,7 +599,7 @@ def check_invariants(flat: FlatWork, detail: Mapping[str, Any]) -> None:
     assert 10**14 <= work.aweme_id <= INT64_MAX
     assert work.aweme_id in _candidate_ids(detail)
     assert flat.raw is detail
-    assert work.kind in ("video", "image_album", "article", "other")
+    assert work.kind in ("video", "image_album", "article", "other", None)
     assert work.author_uid == (flat.author.uid if flat.author else None)
     assert work.music_id == (flat.music.music_id if flat.music else None)
     if work.kind == "image_album":
@@ -558,13 +611,17 @@ def check_invariants(flat: FlatWork, detail: Mapping[str, Any]) -> None:
         assert "?" not in work.share_url
         assert "#" not in work.share_url
         assert work.share_url.startswith(("http://", "https://"))
-    for children in (flat.hashtags, flat.mentions, flat.images):
+    for children in (flat.hashtags or (), flat.mentions or (), flat.images or ()):
         assert [c.position for c in children] == list(range(len(children)))
         assert all(c.aweme_id == work.aweme_id for c in children)
-    names = [h.name for h in flat.hashtags]
+    assert (flat.hashtags is None) == (flat.mentions is None)  # both come from text_extra
+    names = [h.name for h in flat.hashtags or ()]
     assert len(set(names)) == len(names)
-    assert all(name and name == name.strip() for name in names)
-    assert all(m.uid is not None or m.sec_uid is not None for m in flat.mentions)
+    assert all(name and name == name.strip() and name.isprintable() for name in names)
+    assert all(m.uid is not None or m.sec_uid is not None for m in flat.mentions or ())
+    for row in (*(flat.hashtags or ()), *(flat.mentions or ())):
+        if row.start is not None and row.end is not None:
+            assert 0 <= row.start <= row.end <= len(work.description or "")
     if flat.stats is not None:
         assert flat.stats.aweme_id == work.aweme_id
     for row in _rows(flat):
@@ -711,10 +768,10 @@ def test_unknown_text_extra_and_huge_descriptions(
     flat = flatten(detail, FETCHED)  # the id is intact, so NotAWork is not allowed here
     check_invariants(flat, detail)
     if isinstance(desc, str):
-        clean = desc.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+        clean = desc.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
         assert flat.work.description == clean
     else:
-        assert flat.work.description == ""
+        assert flat.work.description is None  # no caption in this payload: unknown
     # Injected entries may repeat a real tag earlier, but never hide one.
     real_tags = {e["hashtag_name"] for e in REAL[name]["text_extra"]}
-    assert real_tags <= {h.name for h in flat.hashtags}
+    assert real_tags <= {h.name for h in flat.hashtags or ()}

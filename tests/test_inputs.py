@@ -11,15 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.inputs import (
-    MAX_LINE_BYTES,
-    Deduplicator,
-    InputLine,
-    Rejection,
-    ShareLink,
-    iter_input_lines,
-    parse_line,
-)
+from pipeline.input_files import MAX_LINE_BYTES, iter_input_lines
+from pipeline.inputs import Deduplicator, InputLine, Rejection, ShareLink, parse_line
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
 VIDEO_ID = 7071967230287744267
@@ -124,6 +117,20 @@ ACCEPTED = [
     pytest.param(
         f"{ALBUM_ID} {SHORT}", [_work(ALBUM_ID), _short("iMNpuGtC")], id="bare-id-then-link"
     ),
+    pytest.param(f"douyin.com/video/{VIDEO_ID}", [_work(VIDEO_ID)], id="no-scheme"),
+    pytest.param(f"看看www.douyin.com/note/{VIDEO_ID} 好", [_work(VIDEO_ID)], id="no-scheme-cjk"),
+    pytest.param("v.douyin.com/iMNpuGtC/", [_short("iMNpuGtC")], id="no-scheme-short"),
+    pytest.param(
+        f"www.douyin.com/video/{VIDEO_ID}https://v.douyin.com/x/",
+        [_work(VIDEO_ID), _short("x")],
+        id="no-scheme-then-glued-link",
+    ),
+    pytest.param(
+        f"{VIDEO_URL}?from=https://v.douyin.com/x/",
+        [_work(VIDEO_ID)],
+        id="link-in-a-douyin-query-is-a-value",
+    ),
+    pytest.param("https://v.douyin.com/" + "a" * 64 + "/", [_short("a" * 64)], id="code-64"),
 ]
 
 
@@ -193,6 +200,37 @@ REJECTED = [
     pytest.param("\ud800 lone surrogate", "no link found", id="lone-surrogate"),
     pytest.param("Data: none", "no link found", id="word-before-colon-is-not-a-scheme"),
     pytest.param("data:text/html,x", "unsupported scheme: data", id="data-uri"),
+    pytest.param(
+        "https://v.douyin.com/" + "a" * 65 + "/",
+        "Douyin short link code too long (65 characters, at most 64)",
+        id="code-65",
+    ),
+    pytest.param(
+        "https://v.douyin.com/a%20b/",
+        "Douyin short link code has characters other than A-Z a-z 0-9 - _",
+        id="code-odd-characters",
+    ),
+    pytest.param(
+        "https://v.douyin.com/abc/def/",
+        "Douyin short link with more than a code in its path",
+        id="short-deeper-path",
+    ),
+    pytest.param(
+        "https://evil.example/?u=https://v.douyin.com/abc/",
+        "not a Douyin link: evil.example",
+        id="short-link-in-another-sites-query",
+    ),
+    pytest.param(
+        "https://evil.example/go/https://v.douyin.com/abc/",
+        "not a Douyin link: evil.example",
+        id="short-link-in-another-sites-path",
+    ),
+    pytest.param(
+        f"evil.example/?u=douyin.com/video/{VIDEO_ID}",
+        "no link found",
+        id="no-scheme-in-a-query",
+    ),
+    pytest.param(f"notdouyin.com/video/{VIDEO_ID}", "no link found", id="no-scheme-lookalike"),
 ]
 
 
@@ -300,6 +338,47 @@ def test_reader_line_endings_bom_comments_and_line_numbers() -> None:
 def test_bom_only_dropped_on_first_line() -> None:
     lines, _ = _read(b"x\n\xef\xbb\xbf" + str(VIDEO_ID).encode())
     assert lines[1].rejections[0].reason == "no link found"  # U+FEFF glued to the id
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_utf16_and_utf32_files_with_a_bom_read_like_utf8(encoding: str) -> None:
+    bom = {
+        "utf-16-le": b"\xff\xfe",
+        "utf-16-be": b"\xfe\xff",
+        "utf-32-le": b"\xff\xfe\x00\x00",
+        "utf-32-be": b"\x00\x00\xfe\xff",
+    }[encoding]
+    text = f"{SHARE_TEXT}\r\n# comment\n\n{VIDEO_ID}\rhello\n"
+    data = bom + text.encode(encoding)
+    lines, skipped = _read(data)
+    assert [line.line_no for line in lines] == [1, 4, 5]
+    assert skipped == 2
+    assert lines[0].links == (_short("iMNpuGtC"),)
+    assert lines[1].links == (_work(VIDEO_ID),)
+    assert lines[2].rejections[0].reason == "no link found"
+
+
+def test_utf16_file_from_disk(tmp_path: Path) -> None:
+    path = tmp_path / "links.txt"
+    path.write_text(f"{SHORT}\n{VIDEO_URL}\n", encoding="utf-16")  # BOM + native order
+    with open(path, "rb") as stream:
+        lines = list(iter_input_lines(stream, "links.txt"))
+    assert [line.links for line in lines] == [(_short("iMNpuGtC"),), (_work(VIDEO_ID),)]
+
+
+def test_utf16_without_a_bom_is_named() -> None:
+    lines, _ = _read(f"{SHORT}\n".encode("utf-16-le"))
+    assert lines[0].links == ()
+    assert lines[0].rejections[0].reason == (
+        "no link found: the line looks like UTF-16 (save the file as UTF-8)"
+    )
+
+
+def test_utf16_with_a_broken_code_unit_still_reads() -> None:
+    data = b"\xff\xfe" + SHORT.encode("utf-16-le") + b"\x00\xd8" + "\n好".encode("utf-16-le")
+    lines, _ = _read(data + b"\x41")  # a lone surrogate, then an odd last byte
+    assert lines[0].links == (_short("iMNpuGtC"),)
+    assert lines[1].rejections[0].reason == "no link found"
 
 
 class _SpyStream(io.BytesIO):

@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from pipeline.db.load import load_works
+from helpers import load_fetched
 from pipeline.db.runs import LinkRecord, finish_run, record_links, start_run
 from pipeline.flatten import flatten
 from pipeline.testing.payloads import is_frozen, make_aweme_detail, sample_aweme_ids
@@ -96,7 +96,7 @@ def _load(db: Connection) -> None:
         batch = [
             flatten(_detail(i, hour), _at(hour)) for i in IDS if i not in GONE or hour < GONE_HOUR
         ]
-        load_works(db, batch)
+        load_fetched(db, batch)
         if hour == GONE_HOUR:
             # What `ingest refresh` records for a work the upstream reports deleted.
             db.execute(
@@ -231,6 +231,67 @@ def test_stalled_works_are_the_frozen_available_ones(loaded: Connection) -> None
     assert frozen
     assert {r["aweme_id"] for r in rows} == frozen
     assert {r["last_change_at"] for r in rows} == {T0}
+
+
+def _final_rows(final: dict[int, dict[str, Any]]) -> list[tuple[Any, int]]:
+    """(flattened work, latest engagement) for every work, gone ones included."""
+    return [(flatten(d, T0), _engagement(d["statistics"])) for d in final.values()]
+
+
+def test_collection_episodes_match_the_payloads(
+    loaded: Connection, final: dict[int, dict[str, Any]]
+) -> None:
+    expected: dict[tuple[int, int], list[int]] = {}
+    for flat, engagement in _final_rows(final):
+        if flat.collection is not None:
+            key = (flat.collection.mix_id, flat.work.collection_episode)
+            expected.setdefault(key, []).append(engagement)
+    rows = run_query(loaded, _query("Engagement by collection episode"))
+    assert {(r["mix_id"], r["episode"]): (r["works"], r["total_engagement"]) for r in rows} == {
+        key: (len(values), sum(values)) for key, values in expected.items()
+    }
+    assert {r["episodes_published"] for r in rows} == {9}
+    assert len({mix_id for mix_id, _ in expected}) >= 2  # several authors have a collection
+
+
+def test_top_places_match_the_payloads(
+    loaded: Connection, final: dict[int, dict[str, Any]]
+) -> None:
+    works: Counter[int] = Counter()
+    engagement: Counter[int] = Counter()
+    authors: dict[int, set[int | None]] = {}
+    for flat, value in _final_rows(final):
+        if flat.place is not None:
+            works[flat.place.poi_id] += 1
+            engagement[flat.place.poi_id] += value
+            authors.setdefault(flat.place.poi_id, set()).add(flat.work.author_uid)
+    rows = run_query(loaded, _query("Top places"))
+    assert [(r["poi_id"], r["works"], r["authors"], r["total_engagement"]) for r in rows] == [
+        (poi, works[poi], len(authors[poi]), engagement[poi])
+        for poi in sorted(works, key=lambda p: (-works[p], -engagement[p], p))
+    ]
+    assert len(rows) >= 2
+
+
+def test_category_mix_matches_the_payloads(
+    loaded: Connection, final: dict[int, dict[str, Any]]
+) -> None:
+    per_author: dict[int, Counter[str]] = {}
+    for flat, _ in _final_rows(final):
+        top = (flat.categories or ())[0]
+        assert flat.work.author_uid is not None
+        per_author.setdefault(flat.work.author_uid, Counter())[top.name or ""] += 1
+    rows = run_query(loaded, _query("Category mix per author"))
+    got = {(r["author_uid"], r["category"]): (r["works"], r["pct_of_author_works"]) for r in rows}
+    expected = {
+        (uid, name): (
+            n,
+            (Decimal(100 * n) / sum(counts.values())).quantize(Decimal("0.1"), ROUND_HALF_UP),
+        )
+        for uid, counts in per_author.items()
+        for name, n in counts.items()
+    }
+    assert got == expected
 
 
 def test_link_outcomes_add_up(loaded: Connection) -> None:

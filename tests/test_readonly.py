@@ -21,9 +21,9 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from helpers import load_fetched
 from pipeline.cli_readonly import register
 from pipeline.config import Secret
-from pipeline.db.load import load_works
 from pipeline.db.readonly import grant_readonly, validate_role_name
 from pipeline.errors import UsageError
 from pipeline.flatten import flatten
@@ -55,7 +55,7 @@ def admin(db_url: str, role_name: str, fixtures_dir: Path) -> Iterator[Engine]:
     engine = create_engine(db_url)
     detail = json.loads((fixtures_dir / "video_detail_7071967230287744267.json").read_text())
     with engine.begin() as conn:
-        load_works(conn, [flatten(detail["aweme_detail"], datetime(2026, 11, 1, tzinfo=UTC))])
+        load_fetched(conn, [flatten(detail["aweme_detail"], datetime(2026, 11, 1, tzinfo=UTC))])
     try:
         yield engine
     finally:

@@ -96,7 +96,7 @@ def test_a_bug_in_one_link_is_recorded_and_the_run_goes_on(
     assert summary.counts["loaded"] == 19
     assert summary.counts["failed"] == 1
     (reason,) = _query(db_url, "SELECT last_reason FROM share_links WHERE last_outcome = 'failed'")
-    assert reason[0] == "internal error: RuntimeError"
+    assert reason[0] == "upstream payload could not be read: RuntimeError"
 
 
 def _refusing(bad_id: int, error: Exception) -> Any:
@@ -307,3 +307,35 @@ def test_an_early_stop_leaves_no_stray_task_errors(
             gc.collect()
         assert summary.status == "failed"
     assert _never_retrieved(caplog.records) == []
+
+
+def test_a_live_run_beats_while_its_writer_is_busy(db_url: str) -> None:
+    """The heartbeat comes from its own task, not from commits: a run stuck in one long
+    transaction (or waiting for the database) still shows it is alive."""
+    checker = create_engine(db_url)
+    beats: list[Any] = []
+
+    def heartbeat() -> Any:
+        with checker.connect() as conn:
+            return conn.execute(
+                text("SELECT heartbeat_at > started_at FROM ingest_runs")
+            ).scalar_one()
+
+    def slow_first_load(conn: Connection, batch: Iterable[FlatWork], /) -> LoadResult:
+        if not beats:
+            _wait_for(heartbeat)  # nothing has committed yet: only the heartbeat moves it
+            beats.append(True)
+        return load_works(conn, batch)
+
+    try:
+        summary = asyncio.run(
+            _ingest(
+                db_url,
+                sample_aweme_ids(5, seed=39),
+                job_options={"load": slow_first_load, "heartbeat_s": 0.05},
+            )
+        )
+    finally:
+        checker.dispose()
+    assert beats == [True]
+    assert summary.counts["loaded"] == 5

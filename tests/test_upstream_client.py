@@ -320,9 +320,9 @@ async def test_huge_streamed_body_is_capped(tiny: tuple[Tiny, str]) -> None:
     server, base = tiny
     async with client_for(base, "seed", retries=3) as client:
         result = await client.fetch(canonical_link(IDS[26]))
-    assert result.outcome is Outcome.TRANSIENT
-    assert result.reason == f"response too large (over {20 * 1024 * 1024} bytes)"
-    assert result.attempts == 1  # the same body would be too large again: not retried
+    assert result.outcome is Outcome.UNUSABLE  # permanent: the same body is as large again
+    assert result.reason == "upstream body larger than 20 MiB"
+    assert result.attempts == 1
     await asyncio.sleep(0.1)
     assert server.sent < 45 * 1024 * 1024  # the client stopped reading; the rest never went out
 
@@ -332,8 +332,8 @@ async def test_declared_huge_body_is_rejected_without_reading(tiny: tuple[Tiny, 
     async with client_for(base, "amagi", max_body_bytes=1024 * 1024) as client:
         started = time.monotonic()
         result = await client.fetch(canonical_link(IDS[27]))
-    assert result.outcome is Outcome.TRANSIENT
-    assert result.reason.startswith("response too large")
+    assert result.outcome is Outcome.UNUSABLE
+    assert result.reason == "upstream body larger than 1 MiB"
     assert time.monotonic() - started < 2
 
 

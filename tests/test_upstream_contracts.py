@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.upstream.contracts import AmagiContract, SeedContract
 from pipeline.upstream.outcomes import Outcome
-from pipeline.upstream.resolve import aweme_id_from_url, is_douyin_host, rebase
+from pipeline.upstream.resolve import aweme_id_from_url, is_douyin_host, request_url
 from pipeline.upstream.retry import RetryPolicy, parse_retry_after
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "upstream"
@@ -133,9 +133,9 @@ def _seed_cases() -> list[tuple[str, int, bytes, Outcome, str, int | None]]:
         ("http 429", 429, b"", Outcome.RATE_LIMITED, "HTTP 429", None),
         ("http 500", 500, b"<html>", Outcome.TRANSIENT, "HTTP 500", None),
         ("http 502", 502, ok_body, Outcome.TRANSIENT, "HTTP 502", None),
-        ("truncated", 200, ok_body[: len(ok_body) // 2], Outcome.TRANSIENT, "malformed JSON", None),
-        ("non-json", 200, b"<html>oops</html>", Outcome.TRANSIENT, "malformed JSON", None),
-        ("empty", 200, b"", Outcome.TRANSIENT, "malformed JSON", None),
+        ("truncated", 200, ok_body[: len(ok_body) // 2], Outcome.TRANSIENT, "truncated", None),
+        ("non-json", 200, b"<html>oops</html>", Outcome.TRANSIENT, "is not JSON", None),
+        ("empty", 200, b"", Outcome.TRANSIENT, "empty body", None),
         ("json list", 200, b"[1, 2]", Outcome.TRANSIENT, "malformed JSON", None),
     ]
 
@@ -234,14 +234,16 @@ def test_aweme_id_from_url(url: str, expected: int | None) -> None:
     assert aweme_id_from_url(url) == expected
 
 
-def test_douyin_hosts_and_rebase() -> None:
+def test_douyin_hosts_and_request_urls() -> None:
     assert is_douyin_host("v.douyin.com")
     assert is_douyin_host("www.iesdouyin.com")
     assert is_douyin_host("douyin.com")
     assert not is_douyin_host("douyin.com.evil.example")
     assert not is_douyin_host("notdouyin.com")
     assert not is_douyin_host(None)
-    assert rebase("https://v.douyin.com/abc/", "http://127.0.0.1:9/") == "http://127.0.0.1:9/abc/"
-    assert rebase("https://v.douyin.com/abc/", None) == "https://v.douyin.com/abc/"
-    www = "https://www.douyin.com/video/1"
-    assert rebase(www, "http://127.0.0.1:9") == www
+    base = "http://127.0.0.1:9/"
+    assert request_url("https://v.douyin.com/abc/", base) == "http://127.0.0.1:9/abc/"
+    assert request_url("https://v.douyin.com/abc/", None) == "https://v.douyin.com/abc/"
+    # Douyin's other hosts are never requested: a Location there is only read for its id.
+    assert request_url("https://www.douyin.com/video/1", base) is None
+    assert request_url("https://www.iesdouyin.com/share/video/1/", None) is None

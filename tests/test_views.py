@@ -13,10 +13,17 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, text
 
-from pipeline.db.load import load_works
+from helpers import load_fetched
 from pipeline.flatten import flatten
 
-VIEWS = ("work_stats_latest", "work_stats_daily", "hashtag_stats", "author_stats", "works_enriched")
+VIEWS = (
+    "work_stats_latest",
+    "work_stats_daily",
+    "hashtag_stats",
+    "author_stats",
+    "works_enriched",
+    "author_counts_latest",
+)
 VIDEO = 7071967230287744267
 ALBUM = 7232626237586312485
 DAY1 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
@@ -61,10 +68,10 @@ def test_daily_carries_values_over_days_without_a_change(
     db: Connection, video: dict[str, Any]
 ) -> None:
     comments = video["statistics"]["comment_count"]
-    load_works(db, [flatten(_with(video, digg_count=100), _day(1))])
+    load_fetched(db, [flatten(_with(video, digg_count=100), _day(1))])
     # Checks on days 3 and 5 find the same counts: no snapshot row, only a new check time.
-    load_works(db, [flatten(_with(video, digg_count=100), _day(3))])
-    result = load_works(db, [flatten(_with(video, digg_count=100), _day(5, 9))])
+    load_fetched(db, [flatten(_with(video, digg_count=100), _day(3))])
+    result = load_fetched(db, [flatten(_with(video, digg_count=100), _day(5, 9))])
     assert result.snapshots_added == 0
 
     rows = _daily(db, VIDEO)
@@ -81,11 +88,11 @@ def test_daily_uses_the_end_of_day_value_of_a_day_with_two_changes(
 ) -> None:
     # A session in UTC+8 must not move 23:30 UTC into the next day: days are UTC days.
     db.execute(text("SET LOCAL TIME ZONE 'Asia/Shanghai'"))
-    load_works(db, [flatten(_with(video, digg_count=100), _day(1))])
-    load_works(db, [flatten(_with(video, digg_count=100), _day(3))])  # unchanged
-    load_works(db, [flatten(_with(video, digg_count=110), _day(4, 8))])
-    load_works(db, [flatten(_with(video, digg_count=125, comment_count=1), _day(4, 23, 30))])
-    load_works(db, [flatten(_with(video, digg_count=125, comment_count=1), _day(6))])  # unchanged
+    load_fetched(db, [flatten(_with(video, digg_count=100), _day(1))])
+    load_fetched(db, [flatten(_with(video, digg_count=100), _day(3))])  # unchanged
+    load_fetched(db, [flatten(_with(video, digg_count=110), _day(4, 8))])
+    load_fetched(db, [flatten(_with(video, digg_count=125, comment_count=1), _day(4, 23, 30))])
+    load_fetched(db, [flatten(_with(video, digg_count=125, comment_count=1), _day(6))])  # unchanged
 
     rows = _daily(db, VIDEO)
     assert [r.day for r in rows] == [date(2026, 11, d) for d in range(1, 7)]
@@ -102,8 +109,8 @@ def test_daily_ends_at_the_last_check_and_skips_works_without_snapshots(
 ) -> None:
     no_stats = copy.deepcopy(album)
     del no_stats["statistics"]
-    load_works(db, [flatten(video, _day(1, 23, 59)), flatten(no_stats, _day(1))])
-    load_works(db, [flatten(video, _day(2, 0, 1))])  # a check just after midnight
+    load_fetched(db, [flatten(video, _day(1, 23, 59)), flatten(no_stats, _day(1))])
+    load_fetched(db, [flatten(video, _day(2, 0, 1))])  # a check just after midnight
     rows = _daily(db, VIDEO)
     assert [r.day for r in rows] == [date(2026, 11, 1), date(2026, 11, 2)]
     assert _daily(db, ALBUM) == []
@@ -118,9 +125,9 @@ def test_daily_ends_at_the_last_check_and_skips_works_without_snapshots(
 def test_latest_has_one_row_per_work_with_captured_and_checked_times(
     db: Connection, video: dict[str, Any], album: dict[str, Any]
 ) -> None:
-    load_works(db, [flatten(_with(video, digg_count=1), _day(1)), flatten(album, _day(1))])
-    load_works(db, [flatten(_with(video, digg_count=2), _day(2)), flatten(album, _day(2))])
-    load_works(db, [flatten(_with(video, digg_count=2), _day(3))])
+    load_fetched(db, [flatten(_with(video, digg_count=1), _day(1)), flatten(album, _day(1))])
+    load_fetched(db, [flatten(_with(video, digg_count=2), _day(2)), flatten(album, _day(2))])
+    load_fetched(db, [flatten(_with(video, digg_count=2), _day(3))])
     db.execute(
         text("UPDATE works SET gone_at = :t, gone_reason = 'status_self_see' WHERE aweme_id = :id"),
         {"t": _day(4), "id": ALBUM},
@@ -141,7 +148,7 @@ def test_latest_has_one_row_per_work_with_captured_and_checked_times(
 def test_works_enriched_joins_author_music_hashtags_and_counts(
     db: Connection, album: dict[str, Any]
 ) -> None:
-    load_works(db, [flatten(album, _day(1))])
+    load_fetched(db, [flatten(album, _day(1))])
     row = db.execute(text("SELECT * FROM works_enriched WHERE aweme_id = :id"), {"id": ALBUM}).one()
     assert row.kind == "image_album"
     assert row.hashtags == ["ootd穿搭", "氛围感", "女友穿搭", "辣妹穿搭", "生活碎片"]
@@ -161,7 +168,7 @@ def test_hashtag_and_author_stats_count_every_work(
     second["statistics"]["collect_count"] = 0
     second["aweme_id"] = second["group_id"] = "7232626237586312486"
     second["text_extra"] = [e for e in second["text_extra"] if e.get("hashtag_name") == "氛围感"]
-    load_works(db, [flatten(video, _day(1)), flatten(album, _day(1)), flatten(second, _day(1))])
+    load_fetched(db, [flatten(video, _day(1)), flatten(album, _day(1)), flatten(second, _day(1))])
     db.execute(
         text("UPDATE works SET gone_at = :t WHERE aweme_id = :id"), {"t": _day(2), "id": ALBUM}
     )

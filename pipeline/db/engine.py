@@ -34,6 +34,11 @@ def normalize_url(url: str) -> str:
         parsed = make_url(url)
     except ArgumentError:
         raise UsageError("database URL is not a valid URL (expected postgresql://…)") from None
+    except ValueError:  # SQLAlchemy converts the port with int(); the message would show it
+        raise UsageError(
+            "database URL has an invalid port (expected postgresql://user:password@host:PORT/db"
+            " with a number for PORT)"
+        ) from None
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if not parsed.drivername.startswith("postgresql"):

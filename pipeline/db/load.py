@@ -14,7 +14,7 @@ Rules every writer here follows:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -91,9 +91,7 @@ _CHILDREN = ("text_extra", "images", "video_tag")
 AUTHORS = MergeSpec(scalar_fields(_AUTHOR_COLUMNS))
 MUSIC = MergeSpec(scalar_fields(_MUSIC_COLUMNS))
 COLLECTIONS = MergeSpec(scalar_fields(("name", "description", "episodes")))
-PLACES = MergeSpec(
-    scalar_fields(("name", "city", "province", "country", "latitude", "longitude"))
-)
+PLACES = MergeSpec(scalar_fields(("name", "city", "province", "country", "latitude", "longitude")))
 WORKS = MergeSpec(
     (
         *scalar_fields(_WORK_COLUMNS),
@@ -343,8 +341,7 @@ def _child_rows(field: str, value: Any) -> dict[Table, _ChildRows]:
         }
     return {
         table(WorkCategory): [
-            {"aweme_id": c.aweme_id, "level": c.level, "category_id": c.category_id}
-            for c in value
+            {"aweme_id": c.aweme_id, "level": c.level, "category_id": c.category_id} for c in value
         ]
     }
 
@@ -416,7 +413,11 @@ _AUTHOR_COUNTS = (
 
 def _work_stats(works: Sequence[FlatWork]) -> list[dict[str, Any]]:
     return [
-        {"key": s.aweme_id, "captured_at": s.captured_at, **{c: getattr(s, c) for c in _WORK_COUNTS}}
+        {
+            "key": s.aweme_id,
+            "captured_at": s.captured_at,
+            **{c: getattr(s, c) for c in _WORK_COUNTS},
+        }
         for s in (w.stats for w in works)
         if s is not None
     ]

@@ -117,7 +117,10 @@ class MergeSpec:
             for f in self.fields:
                 value = candidate.values.get(f.name)
                 if value is not None and _wins(f, row, value, candidate.seen_at, replace_ties):
-                    if row.values.get(f.name) != value or row.times.get(f.name) != candidate.seen_at:
+                    if (
+                        row.values.get(f.name) != value
+                        or row.times.get(f.name) != candidate.seen_at
+                    ):
                         row.changed.add(f.name)
                     row.values[f.name] = value
                     row.times[f.name] = candidate.seen_at

@@ -272,9 +272,7 @@ class Work(Base):
     )
     last_fetched_at: Mapped[datetime] = mapped_column(
         server_default=text("now()"),
-        comment=(
-            "State: when a run last fetched the work successfully (its counts were checked)."
-        ),
+        comment=("State: when a run last fetched the work successfully (its counts were checked)."),
     )
     next_check_at: Mapped[datetime] = mapped_column(
         server_default=text("now()"),
@@ -303,7 +301,9 @@ STATE_COLUMNS = frozenset({"last_fetched_at", "next_check_at", "gone_at", "gone_
 
 class Collection(Base):
     __tablename__ = "collections"
-    __table_args__ = {"comment": "One row per collection (合集, mix_info) a loaded work belongs to."}
+    __table_args__ = {
+        "comment": "One row per collection (合集, mix_info) a loaded work belongs to."
+    }
 
     mix_id: Mapped[int] = mapped_column(
         primary_key=True, autoincrement=False, comment="Douyin collection id (mix_info.mix_id)."

@@ -74,8 +74,9 @@ def store(conn: Connection, works: Sequence[FlatWork]) -> None:
     stored: dict[int, _State] = {
         row.aweme_id: (row.fetched_at, row.is_complete, row.complete_fetched_at)
         for row in conn.execute(
-            select(_RAW.c.aweme_id, _RAW.c.fetched_at, _RAW.c.is_complete, _RAW.c.complete_fetched_at)
-            .where(_RAW.c.aweme_id.in_(ids))
+            select(
+                _RAW.c.aweme_id, _RAW.c.fetched_at, _RAW.c.is_complete, _RAW.c.complete_fetched_at
+            ).where(_RAW.c.aweme_id.in_(ids))
         )
     }
     rounds: list[dict[int, dict[str, Any]]] = []

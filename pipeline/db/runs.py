@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, case, false, func, literal, or_, select, update
+from sqlalchemy import Connection, Row, Table, and_, case, false, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pipeline.db.models import Work
@@ -85,15 +85,20 @@ def _dead_here(conn: Connection) -> list[int]:
 
 
 def abandon_dead_runs(conn: Connection) -> list[int]:
-    """Mark `abandoned` every run still `running` whose process is gone: its heartbeat is
-    older than ABANDONED_AFTER, or its pid no longer exists on this host. Returns their ids."""
-    stale = _runs.c.heartbeat_at < func.now() - ABANDONED_AFTER
+    """Mark `abandoned` every run still `running` whose process is gone: on this host, its pid
+    no longer exists; elsewhere, its heartbeat is older than ABANDONED_AFTER. (On this host the
+    pid has the final word: a live run stuck in a long database outage cannot beat, yet is
+    alive.) Returns their ids."""
+    here = socket.gethostname()
+    stale_elsewhere = and_(
+        _runs.c.host != here, _runs.c.heartbeat_at < func.now() - ABANDONED_AFTER
+    )
     dead = _dead_here(conn)
     rows = conn.execute(
         update(_runs)
         .where(
             _runs.c.status == RunStatus.RUNNING,
-            or_(stale, _runs.c.run_id.in_(dead) if dead else false()),
+            or_(stale_elsewhere, _runs.c.run_id.in_(dead) if dead else false()),
         )
         .values(
             status=RunStatus.ABANDONED,
@@ -167,15 +172,13 @@ def finish_run(
 
 def shown_status(run: Row[Any], now: datetime, host: str | None = None) -> str:
     """A run's status as `ingest runs` shows it: a `running` record whose process is plainly
-    gone (silent heartbeat, or a dead pid on this host) is `abandoned`, even before the next
-    run marks it so."""
+    gone (a dead pid on this host, a silent heartbeat elsewhere) is `abandoned`, even before
+    the next run marks it so."""
     if run.status != RunStatus.RUNNING:
         return str(run.status)
-    if now - run.heartbeat_at > ABANDONED_AFTER:
-        return RunStatus.ABANDONED
-    if run.host == (host or socket.gethostname()) and not pid_alive(run.pid):
-        return RunStatus.ABANDONED
-    return RunStatus.RUNNING
+    if run.host == (host or socket.gethostname()):
+        return RunStatus.RUNNING if pid_alive(run.pid) else RunStatus.ABANDONED
+    return RunStatus.ABANDONED if now - run.heartbeat_at > ABANDONED_AFTER else RunStatus.RUNNING
 
 
 def recent_runs(conn: Connection, limit: int) -> list[Row[Any]]:

@@ -6,8 +6,14 @@ swapped. Ids and long texts are substituted in the template's JSON text in one r
 every place the real body repeats them (share URLs, `statistics.aweme_id`, `comment_gid`,
 `search_impr`, `url_key`, ...) stays consistent, and the key set is the template's own.
 
-Emoji in generated text are all in the Basic Multilingual Plane on purpose: `text_extra`
-`start`/`end` are then the same in code points and UTF-16 units (the real unit is unverified).
+`text_extra` `start`/`end` count UTF-16 code units, as Douyin's do (UPSTREAM.md §3: `#日落🌄`
+is start 0, end 5), and some generated text has emoji outside the Basic Multilingual Plane, so
+code points and UTF-16 units differ where it matters.
+
+Collections (`mix_info`), places (a place `anchor_info`) and categories (`video_tag`) are
+varied too, in the real album item's shapes, so every work has a category path, about a third
+of an author's works are episodes of the author's collection, and a quarter are tagged with one
+of a few places.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ HASHTAGS: tuple[tuple[str, str], ...] = (
     ("舞蹈", "1570415968704132"), ("vlog", "1645566778899001"),
     ("dou上热门", "1656677889900112"), ("城市夜景", "1667788990011223"),
     ("读书", "1678899001122334"), ("手工DIY", "1689900112233445"),
+    ("日落🌄", "1691234567890123"), ("海边🏖️", "1692345678901234"),
     ("摄影", "1571526079815243"), ("汽车", "1572637180926354"),
     ("游戏", "1573748291037465"), ("家常菜", "1690011223344556"),
     ("❤爱心传递", "1701122334455667"), ("国风", "1712233445566778"),
@@ -68,6 +75,8 @@ _SENTENCES = (
     "你们要的教程来啦～\n第一步：准备材料\n第二步：跟着做",
     "城市的夜，安静又热闹",
     "一个人的旅行✈",
+    "日落🌄的时候最温柔",
+    "海边的风🌊🌊",
 )
 _NICKNAMES = (
     "百里TUFU", "燃剪Kevin", "小鹿乱撞", "☀阳光少年", "吃货日记", "旅行的猫",
@@ -85,6 +94,31 @@ _SONGS = (
 )
 _ARTISTS = ("星野新一", "碑海北", "周杰伦", "买辣椒也用券", "米津玄师", "Beyond")
 _IMAGE_SIZES = ((1440, 1918), (1440, 1920), (1080, 1440), (1080, 1920), (1280, 1280))
+
+
+# Real category paths from the fixtures' `video_tag` (id, name) by level; the last two follow
+# the same numbering.
+_CATEGORY_PATHS: tuple[tuple[tuple[int, str], ...], ...] = (
+    ((2003, "时尚"), (2003007, "穿搭"), (2003007011, "女装")),
+    ((2019, "影视"), (2019001, "影视剪辑"), (2019001001, "电视剧剪辑")),
+    ((2006, "颜值"), (2006002, "美女")),
+    ((2011, "美食"), (2011003, "美食教程")),
+    ((2014, "旅行"), (2014002, "城市风光"), (2014002001, "夜景")),
+)
+# (poi_id, name, province, city, latitude, longitude); the first is the fixture's.
+_PLACES = (
+    ("6601123594271459336", "武汉市", "湖北省", "武汉市", 30.59573, 114.298972),
+    ("6601125112283906063", "西湖", "浙江省", "杭州市", 30.243, 120.150),
+    ("6601136811124311047", "外滩", "上海市", "上海市", 31.240, 121.490),
+    ("6601125374712924174", "宽窄巷子", "四川省", "成都市", 30.664, 104.054),
+)
+COLLECTION_BASE_ID = 7238089454588528701  # the fixture's mix_id; an author's is base + index
+COLLECTION_EPISODES = 9
+
+
+def utf16_len(text: str) -> int:
+    """Length in UTF-16 code units: what `text_extra` offsets count."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def hash64(seed: int, *parts: object) -> int:
@@ -179,7 +213,7 @@ def music_for(index: int, *, seed: int, author_pool: int = AUTHOR_POOL) -> dict[
     return {
         "id": music_id, "id_str": str(music_id), "title": title, "author": artist,
         "duration": 15 + h % 76, "owner_id": owned[0], "owner_nickname": owned[1],
-        "sec_uid": owned[2],
+        "sec_uid": owned[2], "is_original_sound": index % 3 == 0, "is_pgc": index % 3 != 0,
     }  # fmt: skip
 
 
@@ -222,17 +256,18 @@ def _compose_desc(rng: random.Random, seed: int, author_pool: int) -> tuple[str,
     for index in rng.sample(range(author_pool), rng.choice((0, 0, 0, 1, 2))):
         who = author_for(index, seed=seed)
         token = "@" + who["nickname"]
-        start = len(desc) + 1
+        start = utf16_len(desc) + 1
         desc += " " + token
         extras.append(
-            {"start": start, "end": start + len(token), "type": 0, "user_id": who["uid"],
+            {"start": start, "end": start + utf16_len(token), "type": 0, "user_id": who["uid"],
              "sec_uid": who["sec_uid"], "is_commerce": False}
         )  # fmt: skip
     for i, (name, tag_id) in enumerate(rng.sample(HASHTAGS, rng.randint(0, 5))):
         desc += " " if i == 0 else rng.choice((" ", "  ", ""))
         token = "#" + name
+        start = utf16_len(desc)
         extras.append(
-            {"start": len(desc), "end": len(desc) + len(token), "type": 1, "hashtag_name": name,
+            {"start": start, "end": start + utf16_len(token), "type": 1, "hashtag_name": name,
              "hashtag_id": tag_id, "is_commerce": False}
         )  # fmt: skip
         desc += token
@@ -265,7 +300,8 @@ def make_aweme_detail(
     kind = template_kind(aweme_id, seed=seed)
     item, text = _template(kind)
     rng = random.Random(hash64(seed, aweme_id, "detail"))
-    author = author_for(rng.randrange(author_pool), seed=seed)
+    author_index = rng.randrange(author_pool)
+    author = author_for(author_index, seed=seed)
     music = None if rng.random() < 0.1 else music_for(rng.randrange(MUSIC_POOL), seed=seed)
     desc, extras = _compose_desc(rng, seed, author_pool)
     mapping = {
@@ -297,9 +333,40 @@ def make_aweme_detail(
         detail["images"] = _images(rng, item["images"])
     else:
         detail["duration"] = detail["video"]["duration"] = 5_000 + rng.randrange(175_000)
+    _set_context(detail, aweme_id, author_index, seed=seed)
     stats = detail["statistics"]
     stats.update({k: v for k, v in counts_at(aweme_id, sim_t, seed=seed).items() if k in stats})
     return detail
+
+
+def _set_context(detail: dict[str, Any], aweme_id: int, author_index: int, *, seed: int) -> None:
+    """Category path, collection and place, in the shapes of the real album item."""
+    album, _ = _template(ALBUM)
+    h = hash64(seed, aweme_id, "context")
+    path = _CATEGORY_PATHS[h % len(_CATEGORY_PATHS)]
+    detail["video_tag"] = [
+        {"tag_id": tag_id, "tag_name": name, "level": level}
+        for level, (tag_id, name) in enumerate(path, start=1)
+    ]
+    detail.pop("mix_info", None)
+    if hash64(seed, "collection", author_index) % 2 == 0 and (h >> 8) % 3 == 0:
+        mix = json.loads(json.dumps(album["mix_info"]))
+        mix["mix_id"] = str(COLLECTION_BASE_ID + author_index)
+        mix["mix_name"] = f"{detail['author']['nickname']}的合集"
+        mix["statis"].update(
+            current_episode=1 + (h >> 16) % COLLECTION_EPISODES,
+            updated_to_episode=COLLECTION_EPISODES,
+        )
+        detail["mix_info"] = mix
+    detail.pop("anchor_info", None)
+    if (h >> 24) % 4 == 0:
+        poi_id, name, province, city, lat, lon = _PLACES[(h >> 32) % len(_PLACES)]
+        anchor = json.loads(json.dumps(album["anchor_info"]))
+        extra = json.loads(anchor["extra"])
+        extra.update(poi_id=poi_id, poi_name=name, poi_latitude=lat, poi_longitude=lon)
+        extra["address_info"].update(province=province, city=city, simple_addr=city)
+        anchor.update(id=poi_id, extra=json.dumps(extra, ensure_ascii=False))
+        detail["anchor_info"] = anchor
 
 
 def make_detail_data(

@@ -3,6 +3,8 @@
 `await client.fetch(link)` never raises for upstream trouble: every way a request can end is a
 `FetchResult` with an outcome class (UPSTREAM.md §1.3). After an operator error (expired cookie,
 rejected token) the client stops: later calls return OPERATOR at once, without a request.
+The service's redirects are never followed, bodies are decoded strictly (`decode.py`), and an
+answer about another work than the one asked for is UNUSABLE (docs/upstream.md).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from pipeline.config import Secret
 from pipeline.inputs import ShareLink
 from pipeline.upstream.contracts import AmagiContract, Contract, SeedContract
+from pipeline.upstream.decode import too_large
 from pipeline.upstream.outcomes import FetchResult, Outcome
 from pipeline.upstream.ratelimit import Clock, RateLimiter, Sleep
 from pipeline.upstream.resolve import resolve_short_link
@@ -46,7 +50,6 @@ class _Step:
     http_status: int | None = None
     retry_after: float | None = None
     started_at: float | None = None
-    retry: bool = True  # False: retrying cannot help (e.g. an oversized body)
 
 
 class _Stopped(Exception):
@@ -80,6 +83,9 @@ class UpstreamClient:
             raise ValueError(f"unknown API style {style!r} (expected 'seed' or 'amagi')")
         if concurrency < 1 or timeout_s <= 0 or max_body_bytes < 1:
             raise ValueError("concurrency, timeout_s and max_body_bytes must be positive")
+        if token is not None and urlsplit(api_base).username is not None:
+            # aiohttp refuses both at request time; say so once, here (the CLI checks earlier).
+            raise ValueError("api_base carries credentials and a token is set too: use one")
         self.api_base = api_base.rstrip("/")
         self.style = style
         self.contract: Contract = SeedContract() if style == "seed" else AmagiContract()
@@ -129,18 +135,24 @@ class UpstreamClient:
         return self.operator_error is not None
 
     async def fetch(self, link: ShareLink) -> FetchResult:
-        """Fetch one work's detail, resolving a short link first when the style needs an id."""
+        """Fetch one work's detail, resolving a short link first when the style needs an id.
+
+        The answer must be about the work asked for: the link's id, or the id its short link
+        resolved to. Only a seed-style short link, which the service resolves itself, takes
+        the id from an OK answer. A gone answer never names the work: for a seed short link it
+        marks no work at all (the answer's id alone is not trusted to say which work is gone).
+        """
         if self.operator_error is not None:
             return self._stopped_result(link.aweme_id, 0)
-        aweme_id, attempts = link.aweme_id, 0
-        if self.contract.needs_aweme_id and aweme_id is None:
+        asked, attempts = link.aweme_id, 0
+        if self.contract.needs_aweme_id and asked is None:
             step, attempts = await self._with_retries(lambda: self._resolve_once(link))
             if step.outcome is not Outcome.OK:
                 return self._result(step, None, attempts)
-            aweme_id = step.aweme_id
-        known = aweme_id
+            asked = step.aweme_id
+        known = asked
         step, more = await self._with_retries(lambda: self._fetch_once(link, known))
-        return self._result(step, aweme_id, attempts + more)
+        return self._result(_same_work(step, asked), asked, attempts + more)
 
     # -- retries ------------------------------------------------------------------------------
 
@@ -171,8 +183,8 @@ class UpstreamClient:
                 log.error("upstream operator error, stopping: %s", step.reason)
             elif step.outcome is Outcome.RATE_LIMITED:
                 self._on_rate_limited(step, tries)
-            if not (step.outcome.retryable and step.retry) or tries >= self.policy.max_attempts:
-                if step.outcome.retryable and step.retry and tries > 1:
+            if not step.outcome.retryable or tries >= self.policy.max_attempts:
+                if step.outcome.retryable and tries > 1:
                     step = _replace_reason(step, f"{step.reason}; gave up after {tries} attempts")
                 return step, tries
             if step.outcome is Outcome.TRANSIENT:
@@ -206,21 +218,17 @@ class UpstreamClient:
         try:
             async with self._slots:
                 started = await self._turn()
+                # No redirect is followed: the token goes to --api-base and nowhere else.
                 async with self._http().get(
-                    self.api_base + path, params=params, headers=headers
+                    self.api_base + path, params=params, headers=headers, allow_redirects=False
                 ) as resp:
                     body = await self._read_capped(resp)
                     status, resp_headers = resp.status, resp.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             return _Step(Outcome.TRANSIENT, self._describe(exc))
         if body is None:
-            return _Step(
-                Outcome.TRANSIENT,
-                f"response too large (over {self.max_body_bytes} bytes)",
-                http_status=status,
-                started_at=started,
-                retry=False,
-            )
+            problem = too_large(self.max_body_bytes)
+            return _Step(Outcome.UNUSABLE, problem.reason, http_status=status, started_at=started)
         c = self.contract.classify(status, body, resp_headers)
         return _Step(c.outcome, c.reason, c.detail, c.aweme_id, status, c.retry_after, started)
 
@@ -290,10 +298,21 @@ class UpstreamClient:
         return FetchResult(step.outcome, None, aweme_id, step.reason, attempts, None)
 
     @staticmethod
-    def _result(step: _Step, known_id: int | None, attempts: int) -> FetchResult:
-        aweme_id = step.aweme_id if step.aweme_id is not None else known_id
-        detail = step.detail if step.outcome is Outcome.OK else None
+    def _result(step: _Step, asked: int | None, attempts: int) -> FetchResult:
+        ok = step.outcome is Outcome.OK
+        aweme_id = step.aweme_id if ok and asked is None else asked
+        detail = step.detail if ok else None
         return FetchResult(step.outcome, detail, aweme_id, step.reason, attempts, step.http_status)
+
+
+def _same_work(step: _Step, asked: int | None) -> _Step:
+    """`step`, or an UNUSABLE one when its answer names another work than the one asked for."""
+    if step.outcome not in (Outcome.OK, Outcome.GONE):
+        return step
+    if asked is None or step.aweme_id is None or step.aweme_id == asked:
+        return step
+    reason = f"service answered with a different work (asked {asked}, got {step.aweme_id})"
+    return _Step(Outcome.UNUSABLE, reason, http_status=step.http_status)
 
 
 def _replace_reason(step: _Step, reason: str) -> _Step:
@@ -305,5 +324,4 @@ def _replace_reason(step: _Step, reason: str) -> _Step:
         step.http_status,
         step.retry_after,
         step.started_at,
-        step.retry,
     )

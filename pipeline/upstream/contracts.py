@@ -6,14 +6,15 @@ headers) to one outcome class. No I/O here, so every real envelope in the fixtur
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.inputs import ShareLink
+from pipeline.inputs import ShareLink, clean_text
+from pipeline.upstream.decode import BodyProblem, decode_body
 from pipeline.upstream.outcomes import Outcome
+from pipeline.upstream.resolve import safe_origin
 from pipeline.upstream.retry import parse_retry_after
 
 # amagi's wording when Douyin answered with an empty body: its cookie is missing or expired.
@@ -58,16 +59,13 @@ def _clean(text: object, limit: int = 80) -> str:
     """Upstream free text made safe for a reason: no URLs (they may be signed), one line, short."""
     if not isinstance(text, str):
         return ""
-    text = " ".join(_URL.sub("<url>", text).split())
+    text = clean_text(" ".join(_URL.sub("<url>", text).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _parse(body: bytes) -> Any:
-    """The JSON document, or None when the body is empty, truncated or not JSON."""
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
+def _unusable_body(problem: BodyProblem) -> Classification:
+    outcome = Outcome.UNUSABLE if problem.permanent else Outcome.TRANSIENT
+    return Classification(outcome, reason=problem.reason)
 
 
 def _as_id(value: object) -> int | None:
@@ -78,6 +76,16 @@ def _as_id(value: object) -> int | None:
 
 def _by_status(status: int, headers: Mapping[str, str]) -> Classification | None:
     """Outcomes decided by the HTTP status alone, common to both styles."""
+    if 300 <= status < 400:
+        # Redirects are never followed (the token must go nowhere but --api-base); the reason
+        # names only where it pointed, never the URL (it may carry a path, query or password).
+        location = headers.get("Location")
+        where = f" to {safe_origin(location)}" if location else " without a Location"
+        return Classification(
+            Outcome.UNUSABLE,
+            reason=f"upstream redirected (HTTP {status}){where}; redirects are not followed, "
+            "check the API base URL",
+        )
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         return Classification(
@@ -145,11 +153,13 @@ class SeedContract:
     def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Classification:
         if (by_status := _by_status(status, headers)) is not None:
             return by_status
-        doc = _parse(body)
+        doc = decode_body(body)
         if status == 400:
             return _bad_request(doc, status)
         if status != 200:
             return Classification(Outcome.TRANSIENT, reason=f"unexpected HTTP status {status}")
+        if isinstance(doc, BodyProblem):
+            return _unusable_body(doc)
         if not isinstance(doc, dict):
             return _MALFORMED
         code, data, message = doc.get("code"), doc.get("data"), doc.get("message")
@@ -196,15 +206,16 @@ class AmagiContract:
         return "/api/douyin/fetch_one_work", {"aweme_id": str(aweme_id)}
 
     def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Classification:
-        doc = _parse(body)
-        if status in (401, 403, 429) or not (isinstance(doc, dict) and "success" in doc):
+        doc = decode_body(body)
+        decided_by_status = status in (401, 403, 429) or 300 <= status < 400
+        if decided_by_status or not (isinstance(doc, dict) and "success" in doc):
             if (by_status := _by_status(status, headers)) is not None:
                 return by_status
             if status == 400:
                 return _bad_request(doc, status)
             if status != 200:
                 return Classification(Outcome.TRANSIENT, reason=f"unexpected HTTP status {status}")
-            return _MALFORMED
+            return _unusable_body(doc) if isinstance(doc, BodyProblem) else _MALFORMED
         if doc["success"] is True:
             return _from_douyin_body(doc.get("data"))
         error = doc.get("error")

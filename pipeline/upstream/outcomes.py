@@ -16,6 +16,10 @@ class Outcome(StrEnum):
     RATE_LIMITED = "rate_limited"
     TRANSIENT = "transient"
     OPERATOR = "operator"
+    # The service answered, but with something that can never be stored for this link: a body
+    # that is not strict JSON, too large, a redirect, another work. Asking again returns the
+    # same, so it is recorded as a permanent failure of this link.
+    UNUSABLE = "unusable"
 
     @property
     def retryable(self) -> bool:
@@ -32,7 +36,9 @@ class FetchResult:
 
     outcome: Outcome
     aweme_detail: dict[str, Any] | None  # only for OK
-    aweme_id: int | None  # from the link, the short-link resolution, or the response
+    # The work asked for (the link's id, or the id its short link resolved to); only for an OK
+    # answer to a seed-style short link, which the service resolves itself, the answer's id.
+    aweme_id: int | None
     reason: str  # short, English, secret-free; "" for OK
     attempts: int  # tries made: each short-link resolution try and each detail request counts 1
     http_status: int | None  # of the last response; None when none arrived

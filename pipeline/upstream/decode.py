@@ -1,0 +1,164 @@
+"""Strict decoding of upstream JSON bodies: what the pipeline can store, or why not.
+
+`decode_body(body)` returns the document or a `BodyProblem`, and never raises. A problem is
+either *transient* (the service or a proxy sent something that is not a whole JSON document:
+an HTML error page, an empty or cut-off body; asking again may help) or *permanent* (a
+complete document the pipeline refuses to store; asking again returns the same bytes).
+
+Refused, permanently:
+- `NaN`, `Infinity`, `-Infinity` (not JSON; PostgreSQL's JSONB rejects them);
+- numbers outside the double range (`1e400`) and integers outside 64 bits (signed or unsigned:
+  a 5,000-digit integer) — nothing Douyin sends comes near either;
+- nesting deeper than `MAX_DEPTH` containers (real payloads are 9 deep at most, measured on
+  tests/fixtures/upstream; deep nesting is how a body makes recursive code fail);
+- bytes that are not UTF-8 (e.g. GBK), and syntax errors before the end of the body.
+
+Accepted on purpose: `\\u0000` and lone surrogate escapes (`"\\ud83d"`) inside strings, and raw
+control characters in strings. orjson refuses the last two, so those bodies go through the
+standard library instead; the loader cleans such text before PostgreSQL sees it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+MAX_DEPTH = 64
+_UTF8_BOM = b"\xef\xbb\xbf"
+_INT_MIN = -(2**63)
+_UINT_MAX = 2**64 - 1
+_MAX_INT_DIGITS = len(str(_UINT_MAX))  # longer literals are refused before int() sees them
+_WHITESPACE = b" \t\r\n"
+INVALID = "upstream body is not valid JSON"
+
+
+@dataclass(frozen=True, slots=True)
+class BodyProblem:
+    """Why a body cannot be used; `reason` is short, English and names no content."""
+
+    reason: str
+    permanent: bool
+
+
+class _Refused(ValueError):
+    """Raised from inside the standard library's parser hooks."""
+
+
+def too_large(limit_bytes: int) -> BodyProblem:
+    """The problem for a body over the size cap: permanent, the same work is as large again."""
+    return BodyProblem(f"upstream body larger than {_size(limit_bytes)}", permanent=True)
+
+
+def decode_body(body: bytes) -> Any | BodyProblem:
+    """The JSON document in `body`, or the `BodyProblem` that stops it from being stored."""
+    if body.startswith(_UTF8_BOM):
+        body = body[len(_UTF8_BOM) :]
+    start = body.lstrip(_WHITESPACE)[:1]
+    if start not in (b"{", b"["):
+        # An HTML error page, plain text or nothing: what a proxy or a failing service sends.
+        what = "an empty body" if not start else "not JSON"
+        return BodyProblem(f"upstream response is {what}", permanent=False)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        message = str(exc)
+        if message.startswith("unexpected end of data"):
+            return _TRUNCATED
+        if message.startswith("depth limit exceeded"):
+            return _too_deep()
+        # Everything else gets a second, slower opinion: either the body is fine by our rules
+        # (lone surrogates, raw control characters) or the standard library names the problem.
+        return _decode_with_stdlib(body)
+    return _check(doc, body)
+
+
+_TRUNCATED = BodyProblem("upstream response is truncated", permanent=False)
+
+
+def _too_deep() -> BodyProblem:
+    return BodyProblem(f"{INVALID}: nested deeper than {MAX_DEPTH} levels", permanent=True)
+
+
+def _size(n: int) -> str:
+    if n % (1024 * 1024) == 0:
+        return f"{n // (1024 * 1024)} MiB"
+    return f"{n} bytes"
+
+
+def _check(doc: Any, body: bytes) -> Any | BodyProblem:
+    """Rules a successful orjson parse does not enforce: depth, and 64-bit integers.
+
+    orjson turns an integer literal beyond 64 bits into a float, so a float of that size is a
+    suspect; only then is the body parsed again to see how the number was written.
+    """
+    too_deep, suspect = _walk(doc)
+    if too_deep:
+        return _too_deep()
+    return _decode_with_stdlib(body) if suspect else doc
+
+
+def _walk(doc: Any) -> tuple[bool, bool]:
+    """(nested deeper than MAX_DEPTH, holds a float outside the 64-bit integer range)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    suspect = False
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return True, suspect
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(value, float) and not -(2.0**63) < value < 2.0**64:
+            suspect = True
+    return False, suspect
+
+
+def _decode_with_stdlib(body: bytes) -> Any | BodyProblem:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data" and exc.end == len(body):
+            return _TRUNCATED  # cut off in the middle of a multi-byte character
+        return BodyProblem(f"{INVALID}: not UTF-8 (byte {exc.start + 1})", permanent=True)
+    try:
+        doc = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_float,
+            parse_int=_int,
+            strict=False,  # raw control characters in strings: kept, cleaned by the loader
+        )
+    except _Refused as exc:
+        return BodyProblem(f"{INVALID}: {exc}", permanent=True)
+    except RecursionError:
+        return _too_deep()
+    except json.JSONDecodeError as exc:
+        if exc.msg.startswith("Unterminated string") or exc.pos >= len(text.rstrip()):
+            return _TRUNCATED
+        return BodyProblem(f"{INVALID}: {exc.msg} (character {exc.pos + 1})", permanent=True)
+    return _too_deep() if _walk(doc)[0] else doc
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not allowed")
+
+
+def _float(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise _Refused(f"number out of range ({_preview(literal)})")
+    return value
+
+
+def _int(literal: str) -> int:
+    digits = literal.lstrip("-")
+    if len(digits) > _MAX_INT_DIGITS or not _INT_MIN <= int(literal) <= _UINT_MAX:
+        raise _Refused(f"integer outside 64 bits ({_preview(literal)})")
+    return int(literal)
+
+
+def _preview(literal: str) -> str:
+    return literal if len(literal) <= 24 else f"{literal[:12]}… ({len(literal)} characters)"
