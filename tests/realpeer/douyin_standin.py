@@ -41,7 +41,10 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "upstream"
 REAL_VIDEO = 7071967230287744267
 REAL_ALBUM = 7232626237586312485
 REAL_DELETED = 7223326284024139065
-AMAGI_TIMEOUT_S = 10.0  # amagi's own timeout for a Douyin request (`timeout: 1e4`)
+VERIFY_PAGE = (
+    '<!DOCTYPE html><html><head><meta charset="utf-8"><title>验证码中间页</title></head>'
+    '<body><div id="captcha_container"></div></body></html>'
+).encode()
 
 
 class Douyin(StrEnum):
@@ -51,6 +54,9 @@ class Douyin(StrEnum):
     GONE = "gone"  # the real deleted-work body (filter_detail status_self_see) for the id
     EMPTY = "empty"  # HTTP 200, empty body: what Douyin sends when the cookie is not accepted
     STALL = "stall"  # no answer until well past amagi's own timeout
+    # An HTML page instead of JSON, as when Douyin answers with a verification (captcha) page;
+    # the page itself is made up (no real one is captured), amagi only sees that it is not JSON.
+    VERIFY = "verify"
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,8 @@ class DouyinStandIn:
     def _body(self, situation: Douyin, aweme_id: int) -> bytes:
         if situation is Douyin.EMPTY:
             return b""
+        if situation is Douyin.VERIFY:
+            return VERIFY_PAGE
         doc: dict[str, Any]
         if situation is Douyin.GONE:
             doc = payloads.make_deleted_data(aweme_id)
@@ -142,6 +150,7 @@ class DouyinStandIn:
         if situation is Douyin.STALL:
             with contextlib.suppress(TimeoutError):  # woken early by close()
                 await asyncio.wait_for(self._closing.wait(), self.stall_s)
+        media_type = "text/html" if situation is Douyin.VERIFY else "application/json"
         return web.Response(
-            body=self._body(situation, aweme_id), content_type="application/json", charset="utf-8"
+            body=self._body(situation, aweme_id), content_type=media_type, charset="utf-8"
         )

@@ -194,3 +194,17 @@ def test_a_douyin_stall_past_amagis_timeout_is_retried(
     assert sorted(query(db_url, "SELECT aweme_id FROM works")) == sorted([(stalled,), (other,)])
     assert [r.answered for r in douyin.requests_for(stalled)] == [Douyin.STALL, Douyin.BODY]
     assert "timeout of 10000ms exceeded" in amagi.log_text()
+
+
+def test_a_verification_page_reads_like_an_unreachable_douyin(
+    amagi: AmagiServer, douyin: DouyinStandIn
+) -> None:
+    """amagi turns a non-JSON Douyin answer (a captcha page) into its bare failure envelope, the
+    same one it sends when Douyin cannot be reached: a client cannot tell the two apart."""
+    aweme_id = WORKS[32]
+    douyin.script(aweme_id, Douyin.VERIFY)
+    path = f"/api/douyin/fetch_one_work?aweme_id={aweme_id}"
+    answer = http_get(amagi.url, path)
+    assert answer.status == 200
+    failed = {"success": False, "message": "抖音数据获取失败", "code": 500, "requestPath": path}
+    assert json.loads(answer.body) == failed

@@ -26,8 +26,9 @@ LINKS = 300
 FEW_DOZEN = 40  # requests at most before a run against a service that cannot work stops
 FAILED = "抖音数据获取失败"
 FAST = ("--rate", "100", "--concurrency", "32")
-# Works of their own (the other real-peer tests use the first 50 of the same seed).
-WORKS = sample_aweme_ids(50 + LINKS, seed=SEED)[50:]
+# Works of their own, a set per test (the other real-peer tests use the first 50 of the seed).
+_POOL = sample_aweme_ids(50 + LINKS + 60 + 100, seed=SEED)[50:]
+WORKS, LOOPED, CHALLENGED = _POOL[:LINKS], _POOL[LINKS : LINKS + 60], _POOL[LINKS + 60 :]
 
 
 def links(ids: list[int]) -> list[str]:
@@ -70,7 +71,7 @@ def test_early_stops_leave_no_traceback_and_no_repeated_error_line(
     tmp_path: Path,
 ) -> None:
     """20 consecutive early-stopped runs: unreachable Douyin (75) and expired cookie (77)."""
-    ids = WORKS[:60]
+    ids = LOOPED
     for aweme_id in ids:
         douyin.script(aweme_id, Douyin.EMPTY)
     for n in range(20):
@@ -86,3 +87,20 @@ def test_early_stops_leave_no_traceback_and_no_repeated_error_line(
         ]
         assert len(errors) == len(set(errors)) == 1, result.stderr
         empty_all_tables(db_url)
+
+
+def test_a_verification_challenge_stops_the_run_early(
+    amagi: AmagiServer, douyin: DouyinStandIn, db_url: str, tmp_path: Path
+) -> None:
+    """Douyin answering a captcha page for every work concerns the whole service: amagi relays it
+    as its bare failure (test_real_amagi.py), so the run stops as for an unreachable Douyin."""
+    ids = CHALLENGED
+    for aweme_id in ids:
+        douyin.script(aweme_id, Douyin.VERIFY)
+    result = ingest(amagi.url, links(ids), tmp_path, db_url, *FAST, timeout=90)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 75, result.stderr
+    assert sum(len(douyin.requests_for(i)) for i in ids) <= FEW_DOZEN
+    naming = [line for line in result.stderr.splitlines() if FAILED in line]
+    assert len(naming) == 1, result.stderr
+    assert amagi.url in naming[0]
