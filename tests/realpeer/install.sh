@@ -18,7 +18,8 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     "${as_root[@]}" apt-get update
-    "${as_root[@]}" apt-get install -y --no-install-recommends nodejs npm
+    # ca-certificates is only a Recommends of nodejs; npm may need the system CA store for HTTPS.
+    "${as_root[@]}" apt-get install -y --no-install-recommends nodejs npm ca-certificates
 fi
 
 major="$(node -p 'process.versions.node.split(".")[0]')"
