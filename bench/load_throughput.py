@@ -64,7 +64,9 @@ def empty(engine: Engine) -> None:
 def run(server_url: str, n: int, batch: int, repeat: int) -> list[Result]:
     started = time.perf_counter()
     works = make_works(n)
-    children = sum(len(w.hashtags) + len(w.mentions) + len(w.images) for w in works)
+    children = sum(
+        len(w.hashtags or ()) + len(w.mentions or ()) + len(w.images or ()) for w in works
+    )
     print(
         f"generated and flattened {n:,} works ({children:,} hashtag/mention/image rows) "
         f"in {time.perf_counter() - started:.1f} s"

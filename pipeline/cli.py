@@ -5,7 +5,8 @@ Exit codes (also in the README):
     0   every line was loaded, skipped (duplicate / already known) or is gone upstream
     1   usage error: bad option, unreadable input file; nothing was done
     2   finished, but some lines were invalid or failed permanently (`ingest failures`)
-    3   database problem: cannot connect, or the schema needs `ingest db upgrade`
+    3   database problem: cannot connect, the schema needs `ingest db upgrade`, or the
+        database stayed unreachable longer than --db-outage-seconds during the run
     4   another run holds the lock (overlapping `ingest refresh`); nothing was done
     75  temporary failure: some links still failed after retries (upstream down, rate
         limited; a service that does not answer at all stops the run early); run the same
@@ -34,6 +35,7 @@ from pipeline.cli_options import (
     batch_size_option,
     build_settings,
     database_options,
+    db_outage_option,
     fetch_options,
     output_options,
 )
@@ -178,6 +180,7 @@ def run_job(settings: Settings, sources: Sequence[InputSource]) -> RunSummary:
 @click.argument("files", nargs=-1, required=True, metavar="FILE…")
 @fetch_options
 @database_options
+@db_outage_option
 @batch_size_option(200, "Works")
 @click.option(
     "--force",
@@ -265,16 +268,23 @@ def demo_command(input_file: Path | None, **params: Any) -> None:
 @cli.command("reprocess")
 @database_options
 @batch_size_option(500, "Payloads")
+@click.option(
+    "--stale",
+    is_flag=True,
+    help="Only payloads loaded by an older version of the flattener (what `ingest db upgrade` "
+    "does by itself).",
+)
 @output_options
-def reprocess_command(batch_size: int, **params: Any) -> None:
-    """Rebuild every table from the stored raw payloads, without fetching anything."""
+def reprocess_command(batch_size: int, stale: bool, **params: Any) -> None:
+    """Rebuild the content of every table from the stored raw payloads, without fetching.
+    Work state (gone, schedule, check times) is left alone."""
     from pipeline.reprocess import reprocess
 
     settings = build_settings(params)
     setup_logging(settings)
     database = open_database(settings)
     try:
-        counts = reprocess(database.engine, batch_size)
+        counts = reprocess(database.engine, batch_size, stale_only=stale)
     finally:
         database.engine.dispose()
     click.echo(
@@ -309,6 +319,7 @@ def reprocess_command(batch_size: int, **params: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Show how many works are due; fetch nothing.")
 @fetch_options
 @database_options
+@db_outage_option
 @batch_size_option(200, "Works")
 @output_options
 def refresh_command(**params: Any) -> None:

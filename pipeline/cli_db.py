@@ -13,7 +13,7 @@ from rich.table import Table
 from pipeline.cli_options import build_settings, database_options
 from pipeline.db.engine import Database, embedded_server, open_database, psql_binary
 from pipeline.db.migrate import current_revision, head_revision, upgrade
-from pipeline.db.runs import failed_links, recent_runs
+from pipeline.db.runs import failed_links, recent_runs, shown_status
 from pipeline.errors import UsageError
 from pipeline.progress import output_console
 
@@ -105,7 +105,10 @@ def db_psql(psql_args: tuple[str, ...], **params: Any) -> None:
     "--json", "as_json", is_flag=True, help="One JSON object per line instead of a table."
 )
 def runs_command(limit: int, as_json: bool, **params: Any) -> None:
-    """Recent runs, newest first, with their counts by outcome."""
+    """Recent runs, newest first, with their counts by outcome.
+
+    A run still marked running whose process died (no heartbeat for a minute, or its pid gone
+    on this host) shows as abandoned; the next run marks it so in the table too."""
     database = _database(params)
     try:
         with database.engine.connect() as conn:
@@ -114,9 +117,9 @@ def runs_command(limit: int, as_json: bool, **params: Any) -> None:
         database.engine.dispose()
     if as_json:
         for r in rows:
-            click.echo(
-                json.dumps({k: _jsonable(v) for k, v in r._mapping.items()}, ensure_ascii=False)
-            )
+            record = {k: _jsonable(v) for k, v in r._mapping.items() if k != "now"}
+            record["status"] = shown_status(r, r.now)
+            click.echo(json.dumps(record, ensure_ascii=False))
         return
     table = Table(title="ingest runs", header_style="bold")
     for name in ("run", "kind", "status", "started", "took", "counts"):
@@ -125,7 +128,12 @@ def runs_command(limit: int, as_json: bool, **params: Any) -> None:
         took = f"{(r.finished_at - r.started_at).total_seconds():.1f}s" if r.finished_at else "-"
         counts = ", ".join(f"{k} {r.counts[k]}" for k in _RUN_COUNT_KEYS if r.counts.get(k))
         table.add_row(
-            str(r.run_id), r.kind, r.status, f"{r.started_at:%Y-%m-%d %H:%M:%S}", took, counts
+            str(r.run_id),
+            r.kind,
+            shown_status(r, r.now),
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            took,
+            counts,
         )
     output_console().print(table)
 
@@ -174,6 +182,7 @@ _RUN_COUNT_KEYS = (
     "failed",
     "duplicate",
     "skipped_known",
+    "resolved_elsewhere",
     "payloads",
 )
 

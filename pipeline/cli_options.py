@@ -140,6 +140,18 @@ fetch_options = _compose(
 )
 
 
+db_outage_option = click.option(
+    "--db-outage-seconds",
+    type=click.FloatRange(min=0),
+    envvar="INGEST_DB_OUTAGE_SECONDS",
+    show_envvar=True,
+    default=120.0,
+    show_default=True,
+    help="How long a run waits for a lost database to come back (retrying with backoff, "
+    "fetching paused) before it stops with exit code 3.",
+)
+
+
 def batch_size_option(default: int, what: str) -> Callable[[F], F]:
     return click.option(
         "--batch-size",
@@ -180,8 +192,15 @@ def build_settings(params: dict[str, Any], **extra: Any) -> Settings:
         progress=bool(progress) and not params.get("quiet"),
         log_format=params.get("log_format") or "text",
         verbosity=-1 if params.get("quiet") else int(params.get("verbose") or 0),
+        **_outage(params),
         **extra,
     )
+
+
+def _outage(params: dict[str, Any]) -> dict[str, Any]:
+    """db_outage_seconds, for the commands that have the option."""
+    value = params.get("db_outage_seconds")
+    return {} if value is None else {"db_outage_seconds": float(value)}
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]

@@ -109,6 +109,7 @@ class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     batch_size: int = 200
     batch_seconds: float = 2.0
+    db_outage_seconds: float = 120.0  # how long a run waits for the database to come back
     force: bool = False
     dry_run: bool = False
     progress: bool = False
@@ -127,6 +128,7 @@ class Settings:
             "timeout_s": f.timeout_s,
             "retries": f.retries,
             "batch_size": self.batch_size,
+            "db_outage_seconds": self.db_outage_seconds,
             "force": self.force,
             "dry_run": self.dry_run,
             "embedded_database": self.database_url is None,

@@ -13,18 +13,19 @@ import contextlib
 import hashlib
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import BinaryIO
+from typing import BinaryIO, Unpack
 
 from sqlalchemy import Engine
 
+from pipeline.batches import FetchedLink
 from pipeline.config import Settings
-from pipeline.db.runs import LinkRecord, known_links
+from pipeline.db.runs import KnownFate, LinkRecord, known_links
+from pipeline.db.tracking import LinkOutcome
 from pipeline.input_files import iter_input_lines
 from pipeline.inputs import Deduplicator, InputLine, ShareLink
-from pipeline.run import FetchedLink, FetchJob, Reporter, utc_now
+from pipeline.run import FetchJob, JobOptions, Reporter
 
 _KNOWN_CHECK_CHUNK = 500
 
@@ -39,8 +40,12 @@ def _source_of(name: str, line_no: int) -> str:
     return f"{name}:{line_no}"
 
 
-def _invalid_key(text: str) -> str:
-    return "invalid:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+def _invalid_key(where: str, position: int, text: str) -> str:
+    """One row per rejected piece of input: keyed by file, line, position on the line and
+    text, so identical rejected texts on different lines keep their own rows, and re-reading
+    the same file updates the same rows instead of adding new ones."""
+    key = f"{where}\n{position}\n{text}".encode("utf-8", "replace")
+    return "invalid:" + hashlib.sha256(key).hexdigest()[:32]
 
 
 class IngestJob(FetchJob):
@@ -54,10 +59,9 @@ class IngestJob(FetchJob):
         engine: Engine,
         reporter: Reporter,
         sources: Sequence[InputSource],
-        *,
-        now: Callable[[], datetime] = utc_now,
+        **job_options: Unpack[JobOptions],
     ) -> None:
-        super().__init__(settings, engine, reporter, now=now)
+        super().__init__(settings, engine, reporter, **job_options)
         self.sources = sources
 
     async def _produce(self) -> None:
@@ -70,11 +74,12 @@ class IngestJob(FetchJob):
                     return
                 self.counts["lines"] += 1
                 where = _source_of(line.source, line.line_no)
-                for rejection in line.rejections:
+                for position, rejection in enumerate(line.rejections):
                     self.counts["links"] += 1
                     record = LinkRecord(
-                        _invalid_key(rejection.text), rejection.text or "(empty)", None,
-                        "invalid", rejection.reason, 0, where,
+                        _invalid_key(where, position, rejection.text),
+                        rejection.text or "(empty)", None,
+                        LinkOutcome.INVALID, rejection.reason, 0, where,
                     )  # fmt: skip
                     await self._hand_to_writer(FetchedLink(record, None))
                 for link in line.links:
@@ -96,22 +101,27 @@ class IngestJob(FetchJob):
             self.counts["skipped_blank"] = lines.skipped
 
     async def _dispatch(self, pending: list[tuple[ShareLink, str]]) -> None:
-        """Skip links already loaded or known gone (unless --force), queue the rest."""
+        """Skip links already loaded or known gone (unless --force), queue the rest. A skipped
+        link is still recorded for this run, with its work's fate: every line, every time."""
         if not pending:
             return
         if self.settings.force:
-            known: set[str] = set()
+            known: dict[str, KnownFate] = {}
         else:
             keys = [link.key for link, _ in pending]
             ids = [link.aweme_id for link, _ in pending if link.aweme_id is not None]
-            known = await asyncio.to_thread(self._known, keys, ids)
+            known = await self._db("known-links check", lambda: self._known(keys, ids))
         for link, where in pending:
-            if link.key in known:
-                self.counts["skipped_known"] += 1
+            fate = known.get(link.key)
+            if fate is None:
+                await self._fetch_q.put((link, where))
                 continue
-            await self._fetch_q.put((link, where))
+            record = LinkRecord(
+                link.key, link.url, fate.aweme_id, fate.outcome, fate.reason, 0, where
+            )
+            await self._hand_to_writer(FetchedLink(record, None, counted_as="skipped_known"))
 
-    def _known(self, keys: list[str], ids: list[int]) -> set[str]:
+    def _known(self, keys: list[str], ids: list[int]) -> dict[str, KnownFate]:
         with self.engine.connect() as conn:
             return known_links(conn, keys, ids)
 

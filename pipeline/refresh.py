@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Unpack
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, Row, text
 
+from pipeline.batches import FetchedLink
 from pipeline.config import Settings
+from pipeline.db.outage import OutageGuard
 from pipeline.db.state import mark_gone, reschedule
+from pipeline.db.tracking import LinkOutcome
 from pipeline.errors import AlreadyRunning
 from pipeline.inputs import ShareLink, canonical_link
-from pipeline.run import FetchedLink, FetchJob, Reporter, gone_works, utc_now
+from pipeline.run import FetchJob, JobOptions, Reporter, gone_works, utc_now
 from pipeline.schedule import RETRY_FAILED_AFTER
 
 # pg_advisory_lock key: any constant unique to this job.
@@ -83,17 +88,26 @@ def _due_query(options: RefreshOptions) -> tuple[str, str]:
 
 
 def iter_due_pages(
-    engine: Engine, options: RefreshOptions, as_of: datetime, page: int = _PAGE
+    engine: Engine,
+    options: RefreshOptions,
+    as_of: datetime,
+    page: int = _PAGE,
+    guard: OutageGuard | None = None,
 ) -> Iterator[list[tuple[int, str | None]]]:
     """Pages of due works, oldest due first. Keyset paging: each page is one short query on
-    its own connection, and a work fetched (and so rescheduled) meanwhile is never reselected."""
+    its own connection, and a work fetched (and so rescheduled) meanwhile is never reselected.
+    With a `guard`, each page's query rides out a database outage."""
     sql, _ = _due_query(options)
     after_t, after_id = datetime.min.replace(tzinfo=as_of.tzinfo), -(2**63)
     params = {**_due_params(options, as_of), "page": page}
-    while True:
+
+    def one_page() -> list[Row[Any]]:
         with engine.connect() as conn:
             rows = conn.execute(text(sql), {**params, "after_t": after_t, "after_id": after_id})
-            batch = rows.all()
+            return list(rows.all())
+
+    while True:
+        batch = guard.call("due-works query", one_page) if guard else one_page()
         if batch:
             yield [(r.aweme_id, r.link) for r in batch]
         if len(batch) < page:
@@ -136,10 +150,9 @@ class RefreshJob(FetchJob):
         engine: Engine,
         reporter: Reporter,
         options: RefreshOptions,
-        *,
-        now: Callable[[], datetime] = utc_now,
+        **job_options: Unpack[JobOptions],
     ) -> None:
-        super().__init__(settings, engine, reporter, now=now)
+        super().__init__(settings, engine, reporter, **job_options)
         self.options = options
 
     async def _produce(self) -> None:
@@ -147,7 +160,7 @@ class RefreshJob(FetchJob):
         loop = asyncio.get_running_loop()
         started = loop.time()
         budget, limit = self.options.budget_seconds, self.options.limit
-        pages = iter_due_pages(self.engine, self.options, as_of)
+        pages = iter_due_pages(self.engine, self.options, as_of, guard=self.guard)
         while (page := await asyncio.to_thread(next, pages, None)) is not None:
             for aweme_id, url in page:
                 if self._stop.is_set():
@@ -166,17 +179,20 @@ class RefreshJob(FetchJob):
         self.counts["changed"] = self.counts["snapshots_added"]
         self.counts["unchanged"] = self.counts["loaded"] - self.counts["snapshots_added"]
 
-    def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> None:
-        """Refresh fetches works, not input links: share_links is left alone. Gone works are
-        marked; failed ones are not due again at once, so they cannot starve the others."""
+    def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> Counter[str]:
+        """Refresh fetches works, not input links: share_links only changes where a link left
+        failed now has its work loaded. Gone works are marked; failed ones are not due again
+        at once, so they cannot starve the others."""
         now = self.now()
         mark_gone(conn, gone_works(batch), now)
         failed = [
             d.record.aweme_id
             for d in batch
-            if d.record.outcome in ("failed", "invalid") and d.record.aweme_id is not None
+            if d.record.outcome in (LinkOutcome.FAILED, LinkOutcome.INVALID)
+            and d.record.aweme_id is not None
         ]
         reschedule(conn, failed, now + RETRY_FAILED_AFTER)
+        return self._resolve(conn, batch)
 
 
 def _refresh_link(aweme_id: int, url: str | None, settings: Settings) -> ShareLink:

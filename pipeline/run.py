@@ -9,6 +9,14 @@ Stages are joined by bounded queues, so memory stays flat whatever the input siz
 database work runs in a thread so fetching never waits on it. Each batch is one transaction:
 the works it loads and the outcome of every link in it commit together, so a run killed at any
 point has lost nothing it reported, and re-running the same command finishes the rest.
+
+What no payload and no outage may do is stop a run or leave it lying about itself:
+- a batch that PostgreSQL (or the row builder) rejects is retried in halves until the one
+  work that cannot be stored is found; that link is recorded `failed`, the rest commits
+  (`pipeline.batches`);
+- every database call rides out an outage of up to `--db-outage-seconds` (`OutageGuard`);
+- every task runs under one TaskGroup, and whatever ends the run, its record is closed;
+  a heartbeat lets the next run tell a process that died (SIGKILL) from a live one.
 """
 
 from __future__ import annotations
@@ -17,26 +25,30 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol, TypedDict, TypeVar, Unpack
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
 
+from pipeline.batches import BatchCommitter, LoadWorks, describe
+from pipeline.batches import FetchedLink as FetchedLink  # re-exported: outcome_record's type
 from pipeline.config import Settings
-from pipeline.db.load import LoadResult, load_works
+from pipeline.db.load import load_works
+from pipeline.db.outage import DatabaseUnavailable, OutageGuard, first_line
 from pipeline.db.runs import (
+    HEARTBEAT_INTERVAL,
     LinkRecord,
+    beat,
     finish_run,
     record_links,
-    save_progress,
+    resolve_through_other_links,
     start_run,
 )
-from pipeline.db.state import mark_fetched, mark_gone
+from pipeline.db.state import mark_gone
+from pipeline.db.tracking import LinkOutcome, RunStatus
 from pipeline.flatten import FlatWork, NotAWork, flatten
 from pipeline.inputs import ShareLink
 from pipeline.upstream.client import UpstreamClient
@@ -44,8 +56,9 @@ from pipeline.upstream.outcomes import FetchResult, Outcome
 
 log = logging.getLogger(__name__)
 
-COMMIT_ATTEMPTS = 3
-COMMIT_RETRY_DELAY_S = 1.0
+T = TypeVar("T")
+
+_REASON_MAX = 300
 
 
 class Reporter(Protocol):
@@ -54,21 +67,21 @@ class Reporter(Protocol):
     def update(self, counts: Counter[str]) -> None: ...
 
 
+class JobOptions(TypedDict, total=False):
+    """Seams of a job, for tests and tools; production uses the defaults."""
+
+    now: Callable[[], datetime]  # the clock stamped on fetched works
+    load: LoadWorks  # the loader (default `pipeline.db.load.load_works`)
+    guard: OutageGuard  # database outage policy (default: --db-outage-seconds)
+    heartbeat_s: float
+
+
 @dataclass(slots=True)
 class RunSummary:
     run_id: int | None
     status: str
     counts: Counter[str] = field(default_factory=Counter)
     message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedLink:
-    """What a fetch worker hands the writer: one link's outcome and, when loaded, its rows."""
-
-    record: LinkRecord
-    work: FlatWork | None
-    temporary: bool = False
 
 
 def gone_works(batch: Sequence[FetchedLink]) -> list[tuple[int, str]]:
@@ -127,8 +140,8 @@ def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datet
 
 class FetchJob:
     """The machinery shared by `ingest FILE…` and `ingest refresh`: N fetch workers behind one
-    client, a batch writer, signal handling and the run record. Subclasses say where the
-    links come from (`_produce`) and what else a batch writes (`_record`)."""
+    client, a batch writer, a heartbeat, signal handling and the run record. Subclasses say
+    where the links come from (`_produce`) and what else a batch writes (`_record`)."""
 
     kind = "ingest"
 
@@ -137,13 +150,16 @@ class FetchJob:
         settings: Settings,
         engine: Engine,
         reporter: Reporter,
-        *,
-        now: Callable[[], datetime] = utc_now,
+        **options: Unpack[JobOptions],
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.reporter = reporter
-        self.now = now
+        self.now = options.get("now", utc_now)
+        self.guard = options.get("guard") or OutageGuard(settings.db_outage_seconds)
+        self.heartbeat_s = options.get("heartbeat_s", HEARTBEAT_INTERVAL.total_seconds())
+        load = options.get("load", load_works)
+        self._batches = BatchCommitter(engine, self.guard, load, self._record)
         self.counts: Counter[str] = Counter()  # committed: what the database holds
         self._uncommitted: Counter[str] = Counter()
         self._unreachable_in_a_row = 0
@@ -152,6 +168,8 @@ class FetchJob:
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
         self._status_override: str | None = None
+        self._stages_task: asyncio.Future[None] | None = None
+        self._hard_stop = False
         concurrency = settings.fetch.concurrency
         self._fetch_q: asyncio.Queue[tuple[ShareLink, str] | None] = asyncio.Queue(concurrency * 4)
         self._write_q: asyncio.Queue[FetchedLink | None] = asyncio.Queue(settings.batch_size * 2)
@@ -165,7 +183,7 @@ class FetchJob:
         self.reporter.update(shown)
 
     async def _hand_to_writer(self, done: FetchedLink) -> None:
-        self._uncommitted[done.record.outcome] += 1
+        self._uncommitted[done.count_key] += 1
         await self._write_q.put(done)
         self.report()
 
@@ -174,41 +192,71 @@ class FetchJob:
             self._stop_reason, self._status_override = reason, status
             self._stop.set()
 
+    async def _db(self, what: str, fn: Callable[[], T]) -> T:
+        """One database call, off the event loop, riding out an outage."""
+        return await asyncio.to_thread(self.guard.call, what, fn)
+
     # -- stages ------------------------------------------------------------------------------
 
     async def _produce(self) -> None:
         """Put (link, source) pairs on `self._fetch_q` until done or `self._stop` is set."""
         raise NotImplementedError
 
-    def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> None:
-        """Besides loading the works: write what became of each link, and mark known works
-        that came back gone (a deleted work found by `--force` is as gone as one found by a
-        refresh)."""
+    def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> Counter[str]:
+        """Besides loading the works: write what became of each link, mark known works that
+        came back gone (a deleted work found by `--force` is as gone as one found by a
+        refresh), and resolve links left failed whose work has now loaded. Returns the
+        corrections to this run's counts."""
         assert self.run_id is not None
         record_links(conn, self.run_id, [d.record for d in batch])
         mark_gone(conn, gone_works(batch), self.now())
+        return self._resolve(conn, batch)
+
+    def _resolve(self, conn: Connection, batch: Sequence[FetchedLink]) -> Counter[str]:
+        """Links still `failed` whose work is loaded are `loaded`: the work loaded in this
+        batch through another link, or a link failed temporarily on a work loaded earlier
+        through another one. Those this run counted as failed are recounted."""
+        ids = {
+            d.record.aweme_id
+            for d in batch
+            if d.record.aweme_id is not None and (d.work is not None or d.temporary)
+        }
+        temporary = {d.record.link_key for d in batch if d.temporary}
+        temporary_before = self._batches.temporary_failures
+        fix: Counter[str] = Counter()
+        for row in resolve_through_other_links(conn, sorted(ids)):
+            if row.last_run_id == self.run_id:
+                fix["failed"] -= 1
+                fix["loaded"] += 1
+                fix["resolved_elsewhere"] += 1
+                if row.link_key in temporary or row.link_key in temporary_before:
+                    fix["failed_temporary"] -= 1
+        return fix
 
     async def _fetch_worker(self, client: UpstreamClient) -> None:
         while (item := await self._fetch_q.get()) is not None:
             link, where = item
+            result: FetchResult | None = None
             try:
                 result = await client.fetch(link)
                 if result.outcome is Outcome.OPERATOR:
                     # Nothing is recorded for this link: it stays pending; the next run retries.
                     # (The client has logged the reason once.)
-                    self.request_stop(result.reason, "operator_error")
+                    self.request_stop(result.reason, RunStatus.OPERATOR_ERROR)
                     continue
                 self._watch_reachability(result)
                 done = outcome_record(link, where, result, self.now())
             except Exception as exc:
                 # A bug must not kill a worker (the queues would stall) nor lose the link.
                 log.exception("internal error on %s", link.url)
+                # The id the fetch found (a short link's) lets a later load resolve it.
+                found = result.aweme_id if result is not None else None
                 record = LinkRecord(
-                    link.key, link.url, link.aweme_id, "failed",
+                    link.key, link.url, found or link.aweme_id, LinkOutcome.FAILED,
                     f"internal error: {exc.__class__.__name__}", 0, where,
                 )  # fmt: skip
                 done = FetchedLink(record, None, temporary=True)
-            if done.record.outcome != "loaded":
+            if done.record.outcome != LinkOutcome.LOADED:
                 log.debug("%s %s: %s", done.record.outcome, link.url, done.record.reason)
             await self._hand_to_writer(done)
 
@@ -225,21 +273,36 @@ class FetchJob:
                 f"in a row (last: {result.reason}); stopped, re-run later"
             )
             log.error("stopping: %s", reason)
-            self.request_stop(reason, "failed")
+            self.request_stop(reason, RunStatus.FAILED)
 
-    async def _end_of_input(self, workers: int) -> None:
-        for _ in range(workers):
+    async def _produce_then_end(self, workers: int) -> None:
+        await self._produce()
+        for _ in range(workers):  # one end-of-input marker per worker
             await self._fetch_q.put(None)
 
-    async def _write(self) -> None:
-        try:
-            await self._write_batches()
-        except Exception as exc:
-            # Stop fetching what could not be stored; the error itself surfaces from run().
-            self.request_stop(f"database write failed: {exc.__class__.__name__}", "failed")
-            raise
+    async def _cancel_on_stop(self, fetchers: Sequence[asyncio.Task[None]]) -> None:
+        """On a stop, abandon the fetches in flight: their links stay pending for the next run;
+        whatever was already handed to the writer is still committed."""
+        await self._stop.wait()
+        for task in fetchers:
+            task.cancel()
 
-    async def _write_batches(self) -> None:
+    async def _heartbeat(self) -> None:
+        """Tell the world this run is alive, so the next run can tell it from a dead one."""
+        assert self.run_id is not None
+        run_id = self.run_id
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await asyncio.to_thread(self._in_transaction, lambda conn: beat(conn, run_id))
+            except Exception as exc:  # an outage: the writer's guard reports and waits on it
+                log.debug("heartbeat not written: %s", first_line(exc))
+
+    def _in_transaction(self, fn: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            return fn(conn)
+
+    async def _write(self) -> None:
         batch: list[FetchedLink] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.batch_seconds
@@ -262,58 +325,56 @@ class FetchJob:
     async def _flush(self, batch: list[FetchedLink]) -> None:
         if not batch:
             return
-        counts = self.counts.copy()
-        for d in batch:
-            counts[d.record.outcome] += 1
-            if d.temporary:
-                counts["failed_temporary"] += 1
-        result = await asyncio.to_thread(self._commit, batch, counts)
+        base = self.counts.copy()
+        assert self.run_id is not None
+        delta = await asyncio.to_thread(self._batches.store, self.run_id, batch, base)
         # Counts move only after the commit: what is reported is what is stored.
         for d in batch:
-            self._uncommitted[d.record.outcome] -= 1
-            self.counts[d.record.outcome] += 1
-            if d.temporary:
-                self.counts["failed_temporary"] += 1
-        self.counts["works_new"] += result.works_inserted
-        self.counts["works_updated"] += result.works_updated
-        self.counts["snapshots_added"] += result.snapshots_added
+            self._uncommitted[d.count_key] -= 1
+        self.counts.update(delta)
         self.report()
-
-    def _commit(self, batch: list[FetchedLink], counts: Counter[str]) -> LoadResult:
-        """One transaction per batch. A dropped connection or a deadlock/serialization failure
-        rolls the whole transaction back, so the batch (still in memory, and idempotent to load)
-        is simply committed again, a few times, before the run gives up."""
-        assert self.run_id is not None
-        works = [d.work for d in batch if d.work is not None]
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                with self.engine.begin() as conn:
-                    result = load_works(conn, works)
-                    mark_fetched(conn, works)
-                    self._record(conn, batch)
-                    save_progress(conn, self.run_id, counts)
-                return result
-            except OperationalError as exc:
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
-                log.warning(
-                    "database write failed (%s), retrying the batch (%d/%d)",
-                    exc.orig.__class__.__name__ if exc.orig else "error",
-                    attempt,
-                    COMMIT_ATTEMPTS - 1,
-                )
-                time.sleep(COMMIT_RETRY_DELAY_S * attempt)
-        raise AssertionError("unreachable")
 
     # -- the run -----------------------------------------------------------------------------
 
     async def run(self) -> RunSummary:
-        self.run_id = await asyncio.to_thread(self._start)
+        """Run to the end and close the run record, whatever ends it."""
+        self.run_id = await self._db("run start", self._start)
         loop = asyncio.get_running_loop()
         self._install_signal_handlers(loop)
-        f = self.settings.fetch
         try:
-            async with UpstreamClient(
+            self._stages_task = asyncio.ensure_future(self._stages())
+            try:
+                await self._stages_task
+            except BaseExceptionGroup as group:
+                raise _root_cause(group) from None
+            status = self._final_status()
+            await self._db("run end", lambda: self._finish(status, self._stop_reason))
+        except asyncio.CancelledError:
+            if not self._hard_stop:  # the caller cancelled this run
+                await self._close_after(RunStatus.INTERRUPTED, "cancelled")
+                raise
+            status = RunStatus.INTERRUPTED
+            await self._close_after(status, self._stop_reason, retry=False)
+        except DatabaseUnavailable as exc:
+            message = (
+                f"{exc}; run {self.run_id} stopped, committed batches are kept: re-run the "
+                "same command once the database is back"
+            )
+            await self._close_after(RunStatus.FAILED, message, retry=False)
+            raise DatabaseUnavailable(message) from exc
+        except BaseException as exc:
+            await self._close_after(RunStatus.FAILED, describe(exc))
+            raise
+        finally:
+            self._remove_signal_handlers(loop)
+        return RunSummary(self.run_id, status, self.counts.copy(), self._stop_reason)
+
+    async def _stages(self) -> None:
+        """Every task of the run under one TaskGroup: an error anywhere cancels the rest, and
+        no task is left behind with an exception nobody retrieved."""
+        f = self.settings.fetch
+        async with (
+            UpstreamClient(
                 f.api_base,
                 f.api_style,
                 token=f.api_token,
@@ -322,58 +383,66 @@ class FetchJob:
                 timeout_s=f.timeout_s,
                 retries=f.retries,
                 resolve_base=f.resolve_base,
-            ) as client:
-                writer = asyncio.create_task(self._write())
-                workers = [
-                    asyncio.create_task(self._fetch_worker(client)) for _ in range(f.concurrency)
-                ]
-                producer = asyncio.create_task(self._produce())
-                stopper = asyncio.create_task(self._stop.wait())
-                await asyncio.wait({producer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if producer.done() and not self._stop.is_set():
-                    producer.result()  # re-raise input errors
-                    all_workers: asyncio.Future[Any] = asyncio.gather(*workers)
-                    # One end-of-input marker per worker, sent alongside so that a stop (a
-                    # signal, a failed write) can never leave this waiting on a full queue.
-                    ender = asyncio.create_task(self._end_of_input(len(workers)))
-                    await asyncio.wait([all_workers, stopper], return_when=asyncio.FIRST_COMPLETED)
-                    ender.cancel()
-                for task in (producer, *workers):
-                    task.cancel()
-                await asyncio.gather(producer, *workers, return_exceptions=True)
-                stopper.cancel()
-                if not writer.done():
-                    await self._write_q.put(None)
-                await writer
-        finally:
-            self._remove_signal_handlers(loop)
-        status = self._final_status()
-        await asyncio.to_thread(self._finish, status)
-        return RunSummary(self.run_id, status, self.counts.copy(), self._stop_reason)
+            ) as client,
+            asyncio.TaskGroup() as tasks,
+        ):
+            writer = tasks.create_task(self._write())
+            heartbeat = tasks.create_task(self._heartbeat())
+            producer = tasks.create_task(self._produce_then_end(f.concurrency))
+            workers = [tasks.create_task(self._fetch_worker(client)) for _ in range(f.concurrency)]
+            stopper = tasks.create_task(self._cancel_on_stop([producer, *workers]))
+            # Done when every worker has had its end-of-input marker, or was cancelled by a stop.
+            await asyncio.wait(workers)
+            producer.cancel()
+            stopper.cancel()
+            await self._write_q.put(None)  # the writer commits what it holds, then ends
+            await writer
+            heartbeat.cancel()
 
     def _final_status(self) -> str:
         if self._status_override:
             return self._status_override
         if self.counts["failed"] or self.counts["invalid"]:
-            return "partial"
-        return "succeeded"
+            return RunStatus.PARTIAL
+        return RunStatus.SUCCEEDED
 
     def _start(self) -> int:
-        with self.engine.begin() as conn:
-            return start_run(conn, self.kind, self.settings.public_options())
+        options = self.settings.public_options()
+        return self._in_transaction(lambda conn: start_run(conn, self.kind, options))
 
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: str, message: str | None) -> None:
         assert self.run_id is not None
-        with self.engine.begin() as conn:
-            finish_run(conn, self.run_id, status, self.counts, self._stop_reason)
+        run_id = self.run_id
+        self._in_transaction(lambda conn: finish_run(conn, run_id, status, self.counts, message))
+
+    async def _close_after(self, status: str, message: str | None, *, retry: bool = True) -> None:
+        """Close the run record after the run ended abnormally. Never raises: when even this
+        fails (the database is gone), the next run marks the record `abandoned`."""
+        self._stop_reason = message
+        try:
+            if retry:
+                await self._db("run end", lambda: self._finish(status, message))
+            else:
+                await asyncio.to_thread(self._finish, status, message)
+        except Exception as exc:
+            log.warning(
+                "could not record the end of run %s (%s); the next run will mark it abandoned",
+                self.run_id,
+                first_line(exc),
+            )
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         def on_signal(signame: str) -> None:
             if self._stop.is_set():
                 log.warning("second %s: leaving now; committed batches are kept", signame)
-                raise SystemExit(130)
+                self._hard_stop = True
+                self._stop_reason = f"interrupted by a second {signame}"
+                self.guard.abort()
+                if self._stages_task is not None:
+                    self._stages_task.cancel()
+                return
             log.warning("%s received: finishing the current batch, then stopping", signame)
-            self.request_stop(f"interrupted by {signame}", "interrupted")
+            self.request_stop(f"interrupted by {signame}", RunStatus.INTERRUPTED)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -383,3 +452,19 @@ class FetchJob:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+def _root_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that brought a TaskGroup down (the others are the cancellations it caused)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    real = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
+    return (real or leaves)[0]

@@ -44,7 +44,25 @@ class Base(DeclarativeBase):
     }
 
 
-class Author(Base):
+class MergedRow:
+    """The columns of a table the loader merges field by field (`pipeline.db.merge`)."""
+
+    first_seen_at: Mapped[datetime] = mapped_column(
+        server_default=text("now()"), comment="Fetch time of the oldest payload it was seen in."
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        server_default=text("now()"), comment="Fetch time of the newest payload it was seen in."
+    )
+    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB,
+        comment=(
+            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
+            "value came from, for values older than last_seen_at (NULL: all are that new)."
+        ),
+    )
+
+
+class Author(MergedRow, Base):
     __tablename__ = "authors"
     __table_args__ = {"comment": "One row per Douyin account (author.uid) seen as a work's author."}
 
@@ -91,22 +109,9 @@ class Author(Base):
     favoriting_count: Mapped[int | None] = mapped_column(
         comment="Works the account has liked, newest known."
     )
-    first_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="Fetch time of the oldest payload it was seen in."
-    )
-    last_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="Fetch time of the newest payload it was seen in."
-    )
-    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
-        JSONB,
-        comment=(
-            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
-            "value came from, for values older than last_seen_at (NULL: all are that new)."
-        ),
-    )
 
 
-class Music(Base):
+class Music(MergedRow, Base):
     __tablename__ = "music"
     __table_args__ = {"comment": "One row per sound track (music.id_str) used by a work."}
 
@@ -132,19 +137,6 @@ class Music(Base):
         comment="Owner's Douyin handle (music.owner_handle) as last seen."
     )
     cover_uri: Mapped[str | None] = mapped_column(comment="Durable storage uri of the cover.")
-    first_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="Fetch time of the oldest payload it was seen in."
-    )
-    last_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="Fetch time of the newest payload it was seen in."
-    )
-    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
-        JSONB,
-        comment=(
-            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
-            "value came from, for values older than last_seen_at (NULL: all are that new)."
-        ),
-    )
 
 
 class Work(Base):
@@ -299,7 +291,7 @@ class Work(Base):
 STATE_COLUMNS = frozenset({"last_fetched_at", "next_check_at", "gone_at", "gone_reason"})
 
 
-class Collection(Base):
+class Collection(MergedRow, Base):
     __tablename__ = "collections"
     __table_args__ = {
         "comment": "One row per collection (合集, mix_info) a loaded work belongs to."
@@ -313,22 +305,9 @@ class Collection(Base):
     episodes: Mapped[int | None] = mapped_column(
         Integer, comment="Episodes published so far (statis.updated_to_episode), newest known."
     )
-    first_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="Fetch time of the oldest payload it was seen in."
-    )
-    last_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="Fetch time of the newest payload it was seen in."
-    )
-    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
-        JSONB,
-        comment=(
-            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
-            "value came from, for values older than last_seen_at (NULL: all are that new)."
-        ),
-    )
 
 
-class Place(Base):
+class Place(MergedRow, Base):
     __tablename__ = "places"
     __table_args__ = {"comment": "One row per place (POI) a loaded work is tagged with."}
 
@@ -341,19 +320,6 @@ class Place(Base):
     country: Mapped[str | None] = mapped_column(comment="Country (address_info.country).")
     latitude: Mapped[float | None] = mapped_column(Double, comment="Latitude in degrees.")
     longitude: Mapped[float | None] = mapped_column(Double, comment="Longitude in degrees.")
-    first_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="Fetch time of the oldest payload it was seen in."
-    )
-    last_seen_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="Fetch time of the newest payload it was seen in."
-    )
-    field_seen_at: Mapped[dict[str, Any] | None] = mapped_column(
-        JSONB,
-        comment=(
-            "Loader bookkeeping for the newest-value-wins merge: fetch time of the payload each "
-            "value came from, for values older than last_seen_at (NULL: all are that new)."
-        ),
-    )
 
 
 class Category(Base):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Identity, Integer, text
@@ -11,20 +13,42 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from pipeline.db.models import Base
 
-RUN_KINDS = ("ingest", "refresh", "reprocess")
-RUN_STATUSES = ("running", "succeeded", "partial", "failed", "interrupted", "operator_error")
-LINK_OUTCOMES = ("loaded", "gone", "invalid", "failed")
+
+class RunKind(StrEnum):
+    INGEST = "ingest"
+    REFRESH = "refresh"
+    REPROCESS = "reprocess"
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # finished; some links invalid or failed
+    FAILED = "failed"  # stopped early: the service or the database was gone, or a bug
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM
+    OPERATOR_ERROR = "operator_error"  # e.g. an expired upstream cookie
+    # The process died without closing its record (SIGKILL, power loss): set by the next run
+    # once the heartbeat is stale or the pid is dead on the same host.
+    ABANDONED = "abandoned"
+
+
+class LinkOutcome(StrEnum):
+    LOADED = "loaded"
+    GONE = "gone"
+    INVALID = "invalid"
+    FAILED = "failed"
+
+
+def _in(column: str, values: Iterable[str]) -> str:
+    """A CHECK expression generated from the vocabulary, so the two cannot drift apart."""
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 class IngestRun(Base):
     __tablename__ = "ingest_runs"
     __table_args__ = (
-        CheckConstraint(_in("kind", RUN_KINDS), name="kind_known"),
-        CheckConstraint(_in("status", RUN_STATUSES), name="status_known"),
+        CheckConstraint(_in("kind", RunKind), name="kind_known"),
+        CheckConstraint(_in("status", RunStatus), name="status_known"),
         {"comment": "One row per `ingest`, `ingest refresh` or `ingest reprocess` run."},
     )
 
@@ -33,15 +57,16 @@ class IngestRun(Base):
     status: Mapped[str] = mapped_column(
         comment=(
             "running | succeeded | partial (some links failed) | failed | interrupted "
-            "(Ctrl-C/SIGTERM) | operator_error (e.g. expired upstream cookie). A run killed "
-            "with SIGKILL stays 'running' with no heartbeat."
+            "(Ctrl-C/SIGTERM) | operator_error (e.g. expired upstream cookie) | abandoned (the "
+            "process died without closing the record, e.g. SIGKILL: marked by the next run)."
         )
     )
     started_at: Mapped[datetime] = mapped_column(
         server_default=text("now()"), comment="When the run started."
     )
     heartbeat_at: Mapped[datetime] = mapped_column(
-        server_default=text("now()"), comment="Last time the run wrote progress."
+        server_default=text("now()"),
+        comment="Last sign of life: written every ~10 s while the run lives.",
     )
     finished_at: Mapped[datetime | None] = mapped_column(comment="When the run ended, if it did.")
     host: Mapped[str] = mapped_column(comment="Host name of the machine that ran it.")
@@ -62,7 +87,7 @@ class IngestRun(Base):
 class ShareLinkRecord(Base):
     __tablename__ = "share_links"
     __table_args__ = (
-        CheckConstraint(_in("last_outcome", LINK_OUTCOMES), name="outcome_known"),
+        CheckConstraint(_in("last_outcome", LinkOutcome), name="outcome_known"),
         {"comment": "One row per distinct input link (or rejected input line) and its fate."},
     )
 
@@ -70,7 +95,8 @@ class ShareLinkRecord(Base):
         primary_key=True,
         comment=(
             "aweme:<id> when the link carries a work id, url:<normalized link> for short links, "
-            "invalid:<hash> for rejected input text."
+            "invalid:<hash of file, line and text> for rejected input text (one row per "
+            "rejected line)."
         ),
     )
     url: Mapped[str] = mapped_column(
