@@ -71,6 +71,7 @@ class Hostile(StrEnum):
     DETAIL_LIST = "detail_list"  # aweme_detail: [ {...} ]
     DETAIL_STRING = "detail_string"  # aweme_detail: "{...}" (the object, serialised again)
     WRONG_PART_TYPES = "wrong_part_types"  # statistics a string, author a number, music a list...
+    DEGRADED = "degraded"  # author and music null, desc and text_extra missing
     HUGE_INTS = "huge_ints"  # counts and duration far beyond BIGINT (valid JSON)
     NEGATIVE_INTS = "negative_ints"  # negative counts, duration, dimensions
     NUL_CHARS = "nul_chars"  # U+0000 inside desc, nickname, hashtag, music title
@@ -237,6 +238,7 @@ _BUILDERS: dict[Hostile, Callable[[Context], HostileAnswer]] = {
     Hostile.DETAIL_LIST: _body(bodies.detail_list),
     Hostile.DETAIL_STRING: _body(bodies.detail_string),
     Hostile.WRONG_PART_TYPES: _body(bodies.wrong_part_types),
+    Hostile.DEGRADED: _body(bodies.degraded),
     Hostile.HUGE_INTS: _body(bodies.huge_ints),
     Hostile.NEGATIVE_INTS: _body(bodies.negative_ints),
     Hostile.NUL_CHARS: _body(lambda ctx: bodies.texts_with(ctx, "\x00")),

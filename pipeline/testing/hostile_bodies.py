@@ -129,6 +129,16 @@ def wrong_part_types(ctx: Context) -> bytes:
     return ok(ctx, raw)
 
 
+def degraded(ctx: Context) -> bytes:
+    """The work without its core parts: author and music null, desc and hashtags missing (what
+    the audit's `--force` run got, and what blanked known content)."""
+    raw = data(ctx)
+    detail = raw["aweme_detail"]
+    detail.update(author=None, music=None, text_extra=None)
+    detail.pop("desc", None)
+    return ok(ctx, raw)
+
+
 def huge_ints(ctx: Context) -> bytes:
     raw = data(ctx)
     detail = raw["aweme_detail"]

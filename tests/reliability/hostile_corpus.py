@@ -50,6 +50,9 @@ EXPECT: dict[Hostile, Expect] = {
     # Parts of the wrong type are absent, not fatal (UPSTREAM.md §3): the work loads without them.
     Hostile.WRONG_PART_TYPES: Expect("loaded", None),
     Hostile.NEGATIVE_INTS: Expect("loaded", None),
+    # Absent is not a value: a new work loads without those parts (and a known one keeps them,
+    # see test_hostile_edges.py).
+    Hostile.DEGRADED: Expect("loaded", None),
     Hostile.NUL_CHARS: Expect("loaded", None),
     Hostile.LONE_SURROGATES: Expect("loaded", None),
     Hostile.CONTROL_CHARS: Expect("loaded", None),

@@ -110,3 +110,42 @@ def test_the_token_never_follows_a_redirect_and_never_shows(
         " SELECT to_jsonb(l) FROM share_links l) x",
     )
     assert token not in dump[0].s
+
+
+_KNOWN_CONTENT = """
+    SELECT w.aweme_id, w.description, w.author_uid, w.music_id,
+           (SELECT string_agg(hashtag_name, ' ' ORDER BY position) FROM work_hashtags h
+             WHERE h.aweme_id = w.aweme_id) AS tags
+      FROM works w ORDER BY w.aweme_id
+"""
+
+
+def test_a_degraded_answer_under_force_keeps_what_was_known_and_reprocess_rebuilds_it(
+    db_url: str, fake_server: Callable[..., ThreadedFake], tmp_path: Path
+) -> None:
+    """Audit point 5: `--force` against payloads without author, music, description and
+    hashtags blanked them and overwrote the raw payload, so `reprocess` could not recover."""
+    ids = sample_aweme_ids(8, seed=44)
+    fake = fake_server(seed=44)
+    args = ["run", str(_write(tmp_path, ids)), *fetch_args(fake, "seed", "--retries", "0")]
+    env = {"DATABASE_URL": db_url}
+    assert run_ingest(args, env=env).returncode == 0
+    known = query(db_url, _KNOWN_CONTENT)
+    assert len(known) == len(ids)
+    assert sum(1 for r in known if r.author_uid and r.description and r.tags) >= 3
+
+    fake.fake.faults = FaultConfig(hostile=dict.fromkeys(ids, Hostile.DEGRADED))
+    forced = run_ingest([*args, "--force"], env=env)
+    assert "Traceback" not in forced.stderr
+    assert forced.returncode == 0, forced.stderr
+    assert {r.aweme_id for r in fake.fake.served[len(ids) :]} == set(ids)
+    assert query(db_url, _KNOWN_CONTENT) == known
+    rows = query(db_url, "SELECT * FROM raw_payloads ORDER BY aweme_id")
+    assert len(rows) == len(ids)
+    for raw in rows:  # the degraded answer is kept as the newest, next to the complete one
+        assert "author" not in raw.payload or raw.payload["author"] is None
+        assert raw.complete_payload["author"]["uid"]
+
+    rebuilt = run_ingest(["reprocess", "--database-url", db_url, "--no-progress"])
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert query(db_url, _KNOWN_CONTENT) == known

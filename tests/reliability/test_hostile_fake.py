@@ -201,6 +201,9 @@ CHECKS: dict[Hostile, Callable[[str, dict[str, str], bytes, int], None]] = {
             and isinstance(d["video"], str)
         )
     ),
+    Hostile.DEGRADED: _check_types(
+        lambda d: d["author"] is None and d["music"] is None and "desc" not in d
+    ),
     Hostile.HUGE_INTS: _check_types(lambda d: d["statistics"]["digg_count"] >= 10**30),
     Hostile.NEGATIVE_INTS: _check_types(
         lambda d: d["statistics"]["digg_count"] < 0 > d["duration"]
