@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 links_log = logging.getLogger("pipeline.links")  # -v: one line per link outcome
 
 _REASON_MAX = 300
+# `counted_as` of a link skipped because its work is already known (not fetched this run).
+SKIPPED_KNOWN = "skipped_known"
+# A link skipped because the service rejected it as invalid before (recorded like a skip).
+KNOWN_INVALID = "known_invalid"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import BinaryIO, Unpack
 
 from sqlalchemy import Connection, Engine
 
-from pipeline.batches import FetchedLink
+from pipeline.batches import KNOWN_INVALID, SKIPPED_KNOWN, FetchedLink
 from pipeline.config import Settings
 from pipeline.db.runs import KnownFate, LinkRecord, known_links, rejected_before
 from pipeline.db.tracking import LinkOutcome
@@ -141,7 +141,7 @@ class IngestJob(FetchJob):
             record = LinkRecord(
                 link.key, link.url, fate.aweme_id, fate.outcome, fate.reason, 0, where
             )
-            skipped = "known_invalid" if fate.outcome is LinkOutcome.INVALID else "skipped_known"
+            skipped = KNOWN_INVALID if fate.outcome is LinkOutcome.INVALID else SKIPPED_KNOWN
             await self._hand_to_writer(FetchedLink(record, None, counted_as=skipped))
 
     def _known(self, keys: list[str], ids: list[int]) -> dict[str, KnownFate]:

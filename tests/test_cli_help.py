@@ -93,4 +93,4 @@ def test_readme_documents_every_option_of_the_main_command_and_every_exit_code()
     assert options - documented == set(), "options missing from the README table"
     codes = {getattr(cli_module, name) for name in dir(cli_module) if name.startswith("EXIT_")}
     table_codes = {int(c) for c in re.findall(r"^\| (\d+) \|", readme, flags=re.M)}
-    assert codes == table_codes, "exit codes in README differ from pipeline/cli.py"
+    assert codes == table_codes, "exit codes in README differ from pipeline/cli/exits.py"
