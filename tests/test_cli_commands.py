@@ -40,7 +40,7 @@ def test_demo_runs_end_to_end_on_a_fresh_embedded_database(pg_data_dir: Path) ->
 
     runs = run_ingest(["runs", "--json", "--data-dir", str(data_dir)])
     assert runs.returncode == 0, runs.stderr
-    records = json.loads(runs.stdout)
+    records = [json.loads(line) for line in runs.stdout.splitlines()]
     assert [r["run_id"] for r in records] == [1]
     assert records[0]["counts"]["loaded"] == 10
     assert "skipped_known" not in records[0]["counts"]

@@ -205,9 +205,13 @@ def test_json_logs_make_stdout_one_object_and_stderr_json_lines(
     outcomes = [entry for entry in lines if entry["logger"] == "pipeline.links"]
     assert sorted(e["aweme_id"] for e in outcomes if e["outcome"] == "loaded") == sorted(ids)
 
-    runs = json.loads(run_ingest(["runs", "--json"], env=env).stdout)
+    def json_lines(args: list[str]) -> list[dict[str, object]]:
+        return [json.loads(line) for line in run_ingest(args, env=env).stdout.splitlines()]
+
+    runs = json_lines(["runs", "--json"])
+    assert runs[0]["run_id"] == summary["run_id"]
     assert runs[0]["counts"]["loaded"] == 5
-    failures = json.loads(run_ingest(["failures", "--json"], env=env).stdout)
+    failures = json_lines(["failures", "--json"])
     assert [f["link"] for f in failures] == ["junk"]
     current = run_ingest(["db", "current", "--json"], env=env)
     assert json.loads(current.stdout)["up_to_date"] is True

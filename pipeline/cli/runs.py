@@ -30,7 +30,10 @@ _RUN_COUNT_KEYS = (
 )
 
 json_option = click.option(
-    "--json", "as_json", is_flag=True, help="One JSON array on stdout instead of a table."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON lines on stdout instead of a table: one object per row (`jq` reads them).",
 )
 
 
@@ -46,12 +49,10 @@ def runs_command(database: DatabaseOptions, limit: int, as_json: bool) -> None:
     with open_database(database) as db, db.engine.connect() as conn:
         rows = recent_runs(conn, limit)
     if as_json:
-        records = []
         for r in rows:
             record: dict[str, Any] = {k: v for k, v in r._mapping.items() if k != "now"}
             record["status"] = shown_status(r, r.now)
-            records.append(record)
-        print_json(records)
+            print_json(record)
         return
     table = Table(title="ingest runs", header_style="bold")
     for name in ("run", "kind", "status", "started", "took", "counts"):
@@ -104,7 +105,8 @@ def failures_command(
         _export(rows, export, export_all)
         return
     if as_json:
-        print_json([_failure(r) for r in rows])
+        for r in rows:
+            print_json(_failure(r))
         return
     table = Table(title=f"{len(rows)} failed or invalid links", header_style="bold")
     for name in ("outcome", "link or text", "reason", "source", "run"):
