@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import html
 import json
 import math
 import time
@@ -151,7 +152,7 @@ class FakeUpstream:
         self._attempts: Counter[int] = Counter()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[_like_express])
         self.app.router.add_get(SEED_PATH, self._seed)
         self.app.router.add_get(AMAGI_PATH, self._amagi)
         self.app.router.add_post("/_fake/advance", self._advance)
@@ -162,7 +163,10 @@ class FakeUpstream:
     # -- public helpers --------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
+        # Node closes idle kept-alive connections after 5 s (`Keep-Alive: timeout=5`).
+        self._runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=0.5, keepalive_timeout=_KEEP_ALIVE_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -287,7 +291,14 @@ class FakeUpstream:
             }  # fmt: skip
             return _Answer(400, _json(body), "bad_request")
         if not values[0].isdigit():
-            return self._null_detail("amagi", None, request.raw_path)
+            # Real amagi passes it on to Douyin unchecked and answers its generic failure.
+            body = {
+                "success": False,
+                "message": FAILED,
+                "code": 500,
+                "requestPath": request.raw_path,
+            }
+            return _Answer(200, _json(body), "failed", None)
         return self._content("amagi", int(values[0]), request.raw_path)
 
     def _content(self, style: str, aweme_id: int, path: str) -> _Answer:
@@ -423,6 +434,30 @@ class FakeUpstream:
 
 
 _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_KEEP_ALIVE_S = 5
+_EXPRESS_HEADERS = {
+    "X-Powered-By": "Express",
+    "Connection": "keep-alive",
+    "Keep-Alive": f"timeout={_KEEP_ALIVE_S}",
+}
+_CANNOT_GET = (
+    '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Error</title>\n'
+    "</head>\n<body>\n<pre>Cannot GET {path}</pre>\n</body>\n</html>\n"
+)
+
+
+@web.middleware
+async def _like_express(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer as the real amagi (an Express app) does: its headers on every response, and
+    Express's HTML 404 page for a path it has no route for."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPNotFound:
+        page = _CANNOT_GET.format(path=html.escape(request.path))
+        response = web.Response(status=404, text=page, content_type="text/html")
+    if not response.prepared:
+        response.headers.update(_EXPRESS_HEADERS)
+    return response
 
 
 if __name__ == "__main__":
