@@ -80,7 +80,8 @@ def test_a_douyin_link_inside_another_sites_query_string_is_not_fetched(
             ["run", str(path), *fetch_args(fake, style)], env={"DATABASE_URL": db_url}
         )
         assert "Traceback" not in result.stderr
-        assert result.returncode == 2, result.stderr
+        # Exit 2 for new problems only: the second run meets the same rejected lines again.
+        assert result.returncode == (2 if style == "seed" else 0), result.stderr
         assert {r.aweme_id for r in fake.fake.served} <= {control}
         rows = query(db_url, "SELECT last_outcome, aweme_id FROM share_links ORDER BY link_key")
         assert sorted(r.last_outcome for r in rows) == ["invalid", "invalid", "loaded"]
