@@ -63,10 +63,12 @@ def finish(
     *,
     title: str | None = None,
     exit_code: int | None = None,
+    where: str = "",
 ) -> int:
-    """Show the run's summary (table and hints, or one JSON object); returns its exit code."""
+    """Show the run's summary (table and hints, or one JSON object); returns its exit code.
+    `where`: options the hinted commands need to find the same database (the demo's)."""
     code = exit_code_for(summary.status, summary.counts) if exit_code is None else exit_code
-    hints = _hints(summary, settings)
+    hints = _hints(summary, settings, where)
     if output.json:
         print_json(
             {
@@ -81,8 +83,8 @@ def finish(
         )
         return code
     console = output_console()
-    console.print(summary_table(title or f"{command} run {summary.run_id}: {summary.status}",
-                                summary.counts))  # fmt: skip
+    title = title or f"{command} run {summary.run_id}: {summary.status}"
+    console.print(summary_table(title, summary.counts))
     if summary.message:
         console.print(f"[bold]stopped early:[/bold] {summary.message}")
     for hint in hints:
@@ -94,7 +96,7 @@ def _counts(counts: Mapping[str, int]) -> dict[str, int]:
     return {k: int(v) for k, v in sorted(counts.items()) if v}
 
 
-def _hints(summary: RunSummary, settings: Settings) -> list[str]:
+def _hints(summary: RunSummary, settings: Settings, where: str) -> list[str]:
     hints = []
     counts = summary.counts
     if summary.status == "operator_error" and settings.fetch.api_token is None:
@@ -103,10 +105,10 @@ def _hints(summary: RunSummary, settings: Settings) -> list[str]:
             "needs one."
         )
     if counts.get("failed") or counts.get("invalid"):
-        hints.append(f"See what failed and why: ingest failures --run {summary.run_id}")
+        hints.append(f"See what failed and why: ingest failures --run {summary.run_id}{where}")
     if counts.get("failed_temporary"):
         hints.append(
-            "Retry the temporary failures later: ingest failures --export retry.txt, "
+            f"Retry the temporary failures later: ingest failures --export retry.txt{where}, "
             "then ingest retry.txt (or re-run the same command)."
         )
     return hints

@@ -74,7 +74,9 @@ def demo_command(
             code == EXIT_SOME_FAILED and not summary.counts.get("failed") and input_file is None
         )
         code = EXIT_OK if on_purpose else code
-        finish("demo", summary, settings, output, title=_title(summary, on_purpose), exit_code=code)
+        title = _title(summary, on_purpose)
+        where = f" --data-dir {directory}"
+        finish("demo", summary, settings, output, title=title, exit_code=code, where=where)
         if not output.json:
             print_sample(output_console(), db.engine)
             output_console().print(
