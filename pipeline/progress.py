@@ -28,6 +28,7 @@ from rich.table import Table
 log = logging.getLogger("pipeline.progress")
 
 DONE_OUTCOMES = ("loaded", "gone", "invalid", "failed")
+SKIPPED = ("duplicate", "skipped_known", "known_invalid")
 SUMMARY_ROWS = (
     ("lines", "input lines read (blank and # comment lines not counted)"),
     ("links", "links and rejected lines"),
@@ -50,7 +51,7 @@ SUMMARY_ROWS = (
 
 def _outcome_text(counts: Mapping[str, int]) -> str:
     parts = [f"{name} {counts.get(name, 0)}" for name in DONE_OUTCOMES]
-    skipped = counts.get("duplicate", 0) + counts.get("skipped_known", 0)
+    skipped = sum(counts.get(k, 0) for k in SKIPPED)
     return " · ".join([*parts, f"skipped {skipped}"])
 
 
@@ -86,7 +87,7 @@ class BarReporter:
 
     def update(self, counts: Counter[str]) -> None:
         done = sum(counts.get(n, 0) for n in DONE_OUTCOMES)
-        finished = done + counts.get("duplicate", 0) + counts.get("skipped_known", 0)
+        finished = done + sum(counts.get(k, 0) for k in SKIPPED)
         elapsed = max(time.monotonic() - self._started, 1e-6)
         self._progress.update(
             self._task,
