@@ -140,7 +140,8 @@ def _log_outcome(d: FetchedLink) -> None:
         f": {r.reason}" if r.reason else "",
         extra={
             "link": r.url,
-            "aweme_id": r.aweme_id,
+            # A string: 19-digit ids lose digits in a JSON number read as a double (jq, JS).
+            "aweme_id": None if r.aweme_id is None else str(r.aweme_id),
             "outcome": outcome,
             "attempts": r.attempts,
             "reason": r.reason,

@@ -203,7 +203,9 @@ def test_json_logs_make_stdout_one_object_and_stderr_json_lines(
     assert summary["counts"]["invalid"] == 1
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     outcomes = [entry for entry in lines if entry["logger"] == "pipeline.links"]
-    assert sorted(e["aweme_id"] for e in outcomes if e["outcome"] == "loaded") == sorted(ids)
+    # Ids as strings: 19 digits do not survive a JSON number read as a double (jq, JS).
+    loaded = sorted(e["aweme_id"] for e in outcomes if e["outcome"] == "loaded")
+    assert loaded == sorted(str(i) for i in ids)
 
     def json_lines(args: list[str]) -> list[dict[str, object]]:
         return [json.loads(line) for line in run_ingest(args, env=env).stdout.splitlines()]

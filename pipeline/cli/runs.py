@@ -122,7 +122,8 @@ def _failure(r: Any) -> dict[str, Any]:
         "outcome": r.last_outcome,
         "retryable": r.retryable,
         "link": r.url,
-        "aweme_id": r.aweme_id,
+        # A string: 19-digit ids lose digits in a JSON number read as a double (jq, JS).
+        "aweme_id": None if r.aweme_id is None else str(r.aweme_id),
         "reason": r.last_reason,
         "source": r.source,
         "attempts": r.attempts,
