@@ -326,6 +326,17 @@ def test_a_401_without_a_token_says_no_token_was_set(
     assert "No API token was set" in result.stdout
 
 
+def test_a_work_link_pasted_without_its_scheme_is_fetched(
+    db_url: str, fake_server: Callable[..., ThreadedFake], tmp_path: Path
+) -> None:
+    fake = fake_server(seed=65)
+    (aweme_id,) = sample_aweme_ids(1, seed=65)
+    path = _urls(tmp_path, [f"douyin.com/video/{aweme_id}"])
+    result = run_ingest(["run", str(path), *_fetch(fake)], env={"DATABASE_URL": db_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r.aweme_id for r in fake.fake.served] == [aweme_id]
+
+
 def test_the_refresh_progress_line_counts_due_works(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="pipeline.progress")
     LogReporter(interval_s=0, total="due").update(Counter(due=3, loaded=1))
