@@ -32,8 +32,11 @@ links_log = logging.getLogger("pipeline.links")  # -v: one line per link outcome
 _REASON_MAX = 300
 # `counted_as` of a link skipped because its work is already known (not fetched this run).
 SKIPPED_KNOWN = "skipped_known"
-# A link skipped because the service rejected it as invalid before (recorded like a skip).
+# Links skipped because an earlier run found them invalid, or failed permanently on them.
 KNOWN_INVALID = "known_invalid"
+KNOWN_FAILED = "known_failed"
+# Every `counted_as` of a link not fetched this run: recorded as read, its outcome kept.
+SKIPS = (SKIPPED_KNOWN, KNOWN_INVALID, KNOWN_FAILED)
 
 
 @dataclass(frozen=True, slots=True)

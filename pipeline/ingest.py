@@ -20,7 +20,7 @@ from typing import BinaryIO, Unpack
 
 from sqlalchemy import Connection, Engine
 
-from pipeline.batches import KNOWN_INVALID, SKIPPED_KNOWN, FetchedLink
+from pipeline.batches import KNOWN_FAILED, KNOWN_INVALID, SKIPPED_KNOWN, FetchedLink
 from pipeline.config import Settings
 from pipeline.db.runs import KnownFate, LinkRecord, known_links, rejected_before
 from pipeline.db.tracking import LinkOutcome
@@ -31,6 +31,8 @@ from pipeline.run import FetchJob, JobOptions, Reporter
 log = logging.getLogger(__name__)
 
 _KNOWN_CHECK_CHUNK = 500
+# How a link skipped for its known fate is counted, when not `skipped_known` (loaded, gone).
+_SKIPPED_AS = {LinkOutcome.INVALID: KNOWN_INVALID, LinkOutcome.FAILED: KNOWN_FAILED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +124,9 @@ class IngestJob(FetchJob):
         return fix
 
     async def _dispatch(self, pending: list[tuple[ShareLink, str]]) -> None:
-        """Skip links already loaded, known gone, or rejected by the service as invalid (unless
-        --force), queue the rest. A skipped link is still recorded for this run, with its
-        known fate: every line, every time."""
+        """Skip links already loaded, known gone, rejected by the service as invalid, or failed
+        permanently (unless --force), queue the rest. A skipped link is still recorded for this
+        run, with its known fate: every line, every time."""
         if not pending:
             return
         if self.settings.force:
@@ -141,7 +143,7 @@ class IngestJob(FetchJob):
             record = LinkRecord(
                 link.key, link.url, fate.aweme_id, fate.outcome, fate.reason, 0, where
             )
-            skipped = KNOWN_INVALID if fate.outcome is LinkOutcome.INVALID else SKIPPED_KNOWN
+            skipped = _SKIPPED_AS.get(fate.outcome, SKIPPED_KNOWN)
             await self._hand_to_writer(FetchedLink(record, None, counted_as=skipped))
 
     def _known(self, keys: list[str], ids: list[int]) -> dict[str, KnownFate]:

@@ -28,13 +28,14 @@ from rich.table import Table
 log = logging.getLogger("pipeline.progress")
 
 DONE_OUTCOMES = ("loaded", "gone", "invalid", "failed")
-SKIPPED = ("duplicate", "skipped_known", "known_invalid")
+SKIPPED = ("duplicate", "skipped_known", "known_invalid", "known_failed")
 SUMMARY_ROWS = (
     ("lines", "input lines read (blank and # comment lines not counted)"),
     ("links", "links and rejected lines"),
     ("duplicate", "skipped: repeated earlier in this run"),
     ("skipped_known", "skipped: already loaded or known gone (use --force to refetch)"),
     ("known_invalid", "skipped: rejected as invalid before (not a new problem)"),
+    ("known_failed", "skipped: failed for good before (--force to try again)"),
     ("loaded", "loaded"),
     ("gone", "gone: deleted, private or under review"),
     ("invalid", "invalid: rejected with a reason"),

@@ -33,7 +33,7 @@ from typing import Protocol, TypedDict, TypeVar, Unpack
 
 from sqlalchemy import Connection, Engine
 
-from pipeline.batches import KNOWN_INVALID, SKIPPED_KNOWN, BatchCommitter, LoadWorks, describe
+from pipeline.batches import SKIPS, BatchCommitter, LoadWorks, describe
 from pipeline.batches import FetchedLink as FetchedLink  # re-exported: outcome_record's type
 from pipeline.config import Settings
 from pipeline.db.load import load_works
@@ -209,9 +209,8 @@ class FetchJob:
         refresh), and resolve links left failed whose work has now loaded. Returns the
         corrections to this run's counts."""
         assert self.run_id is not None
-        skipped_kinds = (SKIPPED_KNOWN, KNOWN_INVALID)
-        fetched = [d.record for d in batch if d.counted_as not in skipped_kinds]
-        skipped = [d.record for d in batch if d.counted_as in skipped_kinds]
+        fetched = [d.record for d in batch if d.counted_as not in SKIPS]
+        skipped = [d.record for d in batch if d.counted_as in SKIPS]
         retryable = {d.record.link_key for d in batch if d.temporary}
         record_links(conn, self.run_id, fetched, retryable)
         record_skipped_links(conn, self.run_id, skipped)

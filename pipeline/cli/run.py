@@ -53,8 +53,8 @@ def open_inputs(files: Sequence[str], stack: contextlib.ExitStack) -> list[Input
 @click.option(
     "--force",
     is_flag=True,
-    help="Re-fetch links already loaded or rejected as invalid (new statistics snapshots "
-    "only where counts changed).",
+    help="Re-fetch links already loaded, known gone, rejected as invalid or failed for good "
+    "(new statistics snapshots only where counts changed).",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Parse and count the input only: no fetch, no writes."
@@ -73,8 +73,8 @@ def run_command(
     """Ingest share links from FILE… (`-` reads standard input).
 
     Each line may be a link or pasted share text; blank lines and `#` comments are skipped.
-    Links already loaded, known gone or rejected by the service as invalid are not fetched
-    again unless --force.
+    Links already loaded, known gone, rejected by the service as invalid or failed for good are
+    not fetched again unless --force; temporary failures are.
     """
     settings = build_settings(
         database,

@@ -22,6 +22,7 @@ _RUN_COUNT_KEYS = (
     "gone",
     "invalid",
     "known_invalid",
+    "known_failed",
     "failed",
     "duplicate",
     "skipped_known",

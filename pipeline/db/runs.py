@@ -45,7 +45,7 @@ class KnownFate:
     """What the database already knows of a link (or its work): why it need not be fetched."""
 
     aweme_id: int | None
-    outcome: LinkOutcome  # LOADED, GONE, or INVALID (the service rejected this very link)
+    outcome: LinkOutcome  # LOADED, GONE; INVALID or FAILED (for good) for this very link
     reason: str | None  # what a fetch of the link would have recorded: None, or "gone: <why>"
 
 
@@ -294,13 +294,17 @@ def known_links(
 ) -> dict[str, KnownFate]:
     """Of `keys` (and `aweme:<id>` keys for `aweme_ids`), those whose work is already loaded or
     known gone, through this link or any other link to the same work, and that fate; and
-    those the service rejected as invalid before (this very link: another link to the same
-    work may still be good)."""
+    those an earlier run found invalid or failed on for good, not temporarily (this very link:
+    another link to the same work may still be good)."""
     works = cast(Table, Work.__table__)
-    invalid_rows = conn.execute(
-        select(_links.c.link_key, _links.c.aweme_id, _links.c.last_reason).where(
-            _links.c.link_key.in_(list(keys)), _links.c.last_outcome == LinkOutcome.INVALID
-        )
+    settled = or_(
+        _links.c.last_outcome == LinkOutcome.INVALID,
+        and_(_links.c.last_outcome == LinkOutcome.FAILED, ~_links.c.retryable),
+    )
+    settled_rows = conn.execute(
+        select(
+            _links.c.link_key, _links.c.aweme_id, _links.c.last_outcome, _links.c.last_reason
+        ).where(_links.c.link_key.in_(list(keys)), settled)
     ).all()
     link_rows = conn.execute(
         select(
@@ -323,9 +327,10 @@ def known_links(
         )
     ).all()
     known: dict[str, KnownFate] = {
-        r.link_key: KnownFate(r.aweme_id, LinkOutcome.INVALID, r.last_reason) for r in invalid_rows
+        r.link_key: KnownFate(r.aweme_id, LinkOutcome(r.last_outcome), r.last_reason)
+        for r in settled_rows
     }
-    # Invalid links first, then links, works last: the works table has the final word on a
+    # Settled links first, then links, works last: the works table has the final word on a
     # work's fate.
     for r in link_rows:
         fate = _fate(r.aweme_id, r.gone_at, r.gone_reason) if r.has_work else None
