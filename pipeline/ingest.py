@@ -71,7 +71,15 @@ class IngestJob(FetchJob):
         try:
             async for line in lines:
                 if self._stop.is_set():
-                    return
+                    if not self.counting_rest:
+                        return
+                    # Stopped for the service's sake: count what is left, fetch nothing.
+                    self.counts["lines"] += 1
+                    self.counts["links"] += len(line.rejections) + len(line.links)
+                    self.not_attempted(len(line.rejections) + len(pending))
+                    self.not_attempted(sum(not dedup.seen(link) for link in line.links))
+                    pending = []
+                    continue
                 self.counts["lines"] += 1
                 where = _source_of(line.source, line.line_no)
                 for position, rejection in enumerate(line.rejections):
@@ -114,7 +122,7 @@ class IngestJob(FetchJob):
         for link, where in pending:
             fate = known.get(link.key)
             if fate is None:
-                await self._fetch_q.put((link, where))
+                await self._enqueue(link, where)
                 continue
             record = LinkRecord(
                 link.key, link.url, fate.aweme_id, fate.outcome, fate.reason, 0, where
