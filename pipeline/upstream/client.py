@@ -121,6 +121,7 @@ class UpstreamClient:
         )
         self.watch = ServiceWatch(self.service, self.short_link_host, concurrency)
         self.service_stop: ServiceStop | None = None
+        self._stopped = asyncio.Event()
 
     def __repr__(self) -> str:
         return (
@@ -163,6 +164,7 @@ class UpstreamClient:
         """Stop every fetch, once: the first stop wins and is the one line logged."""
         if self.service_stop is None:
             self.service_stop = stop
+            self._stopped.set()
             log.error("stopping the run: %s", stop.message)
 
     async def fetch(self, link: ShareLink) -> FetchResult:
@@ -332,7 +334,17 @@ class UpstreamClient:
         )
 
     async def _turn(self) -> float:
-        started = await self.limiter.acquire()
+        """Wait for the rate limiter's turn, or for a stop: a run stopped while throttled
+        must not wait out every queued request's turn at the lowered rate first."""
+        if self.service_stop is None:
+            turn = asyncio.ensure_future(self.limiter.acquire())
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            await asyncio.wait((turn, stopped), return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if turn.done():
+                started = turn.result()
+            else:
+                turn.cancel()
         if self.service_stop is not None:
             raise _Stopped
         return started
