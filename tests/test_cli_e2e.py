@@ -4,9 +4,9 @@ PostgreSQL database: accounting of every line, exit codes, idempotence, kill -9 
 from __future__ import annotations
 
 import json
-import re
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -421,7 +421,7 @@ def test_an_unreachable_upstream_stops_the_run_early_with_75(db_url: str, tmp_pa
     assert f"127.0.0.1:{port}" in result.stderr  # the line names the service's URL
     counts = table_counts(db_url)
     # Stopped after a handful of links, not after trying all 200; the rest are counted.
-    assert 1 <= counts["share_links"] < 20
+    assert 1 <= counts["share_links"] < 30
     left = re.search(r"not attempted: (\d+), re-run", result.stdout)
     assert left is not None, result.stdout
     assert counts["share_links"] + int(left.group(1)) == 200

@@ -19,7 +19,6 @@ from pipeline.upstream.signals import (
     operator_stop,
     redact_url,
     scope_of,
-    streak_limit,
 )
 
 ENVELOPES = Path(__file__).resolve().parent / "fixtures" / "upstream" / "amagi_5.8.0_http_envelopes"
@@ -110,20 +109,21 @@ def test_the_error_description_survives_in_the_reason_without_the_signed_url() -
 
 
 def test_http_status_answers_carry_their_cause() -> None:
-    for status, cause in ((401, Cause.TOKEN_REJECTED), (404, Cause.ENDPOINT), (429, Cause.THROTTLED)):
+    answers = ((401, Cause.TOKEN_REJECTED), (404, Cause.ENDPOINT), (429, Cause.THROTTLED))
+    for status, cause in answers:
         for contract in (AmagiContract(), SeedContract()):
             assert contract.classify(status, b"", {}).cause is cause
     assert SeedContract().classify(502, b"", {}).cause is None  # one attempt's failure
 
 
 def test_operator_causes_are_the_ones_that_need_a_person() -> None:
-    assert OPERATOR_CAUSES == {
+    assert {
         Cause.COOKIE,
         Cause.TOKEN_REJECTED,
         Cause.ENDPOINT,
         Cause.VERIFICATION,
         Cause.SIGNATURE,
-    }
+    } == OPERATOR_CAUSES
     stop = operator_stop(Cause.COOKIE, "cookie gone", "http://127.0.0.1:4567")
     assert stop.needs_operator
     assert "http://127.0.0.1:4567" in stop.message
@@ -133,70 +133,80 @@ def test_operator_causes_are_the_ones_that_need_a_person() -> None:
 # -- the streak ---------------------------------------------------------------------------------
 
 
-def test_the_same_failure_for_different_works_stops_once_the_streak_is_long_enough() -> None:
-    watch = ServiceWatch("http://svc", "https://v.douyin.com", concurrency=4)
-    assert watch.limit == STREAK_MIN
-    stops = [
-        watch.failed(f"w{i}", Failure.SERVICE, "upstream reported a failure: 抖音数据获取失败")
-        for i in range(STREAK_MIN)
-    ]
-    assert stops[:-1] == [None] * (STREAK_MIN - 1)
-    stop = stops[-1]
+def _fail_works(watch: ServiceWatch, works: list[str], reason: str = "x") -> list[object]:
+    return [watch.failed(w, Failure.SERVICE, reason) for w in works]
+
+
+def test_the_same_failure_for_different_works_that_outlasts_a_retry_stops_the_run() -> None:
+    watch = ServiceWatch("http://svc", "https://v.douyin.com")
+    failure = "upstream reported a failure: 抖音数据获取失败"
+    # A burst of 32 requests in flight failing together is not enough on its own...
+    assert _fail_works(watch, [f"w{i}" for i in range(32)], failure) == [None] * 32
+    # ...one of them failing again after its backoff is.
+    stop = watch.failed("w3", Failure.SERVICE, failure)
     assert stop is not None
     assert stop.cause is Cause.DOUYIN_UNREACHABLE
     assert not stop.needs_operator
-    assert f"{STREAK_MIN} links in a row" in stop.message
+    assert "32 links in a row (33 requests)" in stop.message
     assert "抖音数据获取失败" in stop.message
     assert "http://svc" in stop.message
     assert "service's log" in stop.message
 
 
-def test_retries_of_one_work_are_not_a_streak() -> None:
-    watch = ServiceWatch("http://svc", "https://v.douyin.com", concurrency=1)
+def test_retries_of_a_few_works_are_not_a_streak() -> None:
+    watch = ServiceWatch("http://svc", "https://v.douyin.com")
     for _ in range(100):
-        assert watch.failed("same", Failure.SERVICE, "upstream error (HTTP 502)") is None
+        assert _fail_works(watch, [f"w{i}" for i in range(STREAK_MIN - 1)]) == [None] * 7
+    assert watch.failed("w-last", Failure.SERVICE, "x") is not None  # the 8th work
+
+
+def test_without_retries_twice_as_many_works_stand_in_for_the_retry() -> None:
+    watch = ServiceWatch("http://svc", "https://v.douyin.com", retries=False)
+    stops = _fail_works(watch, [f"w{i}" for i in range(2 * STREAK_MIN)])
+    assert stops[:-1] == [None] * (2 * STREAK_MIN - 1)
+    assert stops[-1] is not None
 
 
 def test_a_success_or_another_failure_ends_the_streak() -> None:
-    watch = ServiceWatch("http://svc", "https://v.douyin.com", concurrency=1)
-    for i in range(STREAK_MIN - 1):
-        assert watch.failed(f"a{i}", Failure.SERVICE, "x") is None
+    watch = ServiceWatch("http://svc", "https://v.douyin.com")
+    works = [f"a{i}" for i in range(STREAK_MIN - 1)]
+    assert _fail_works(watch, works + works[:1]) == [None] * STREAK_MIN
     watch.success()
-    for i in range(STREAK_MIN - 1):
-        assert watch.failed(f"b{i}", Failure.SERVICE, "x") is None
+    assert _fail_works(watch, [f"b{i}" for i in range(STREAK_MIN - 1)] + ["b0"]) == [None] * 8
     assert watch.failed("c", Failure.SERVICE, "y") is None  # another answer: a new streak
-    assert watch.failed("d", Failure.SERVICE, "x") is None
-
-
-def test_the_streak_outgrows_one_burst_of_concurrent_requests() -> None:
-    assert streak_limit(1) == STREAK_MIN
-    assert streak_limit(32) == 33  # 32 requests in flight failing together are not enough
+    assert _fail_works(watch, ["b1", "b2"]) == [None, None]
 
 
 def test_no_answer_and_short_link_streaks_name_what_to_check() -> None:
-    watch = ServiceWatch("http://svc:1", "http://127.0.0.1:9 (--resolve-base)", concurrency=1)
+    watch = ServiceWatch("http://svc:1", "http://127.0.0.1:9 (--resolve-base)", retries=False)
     stop = None
-    for i in range(STREAK_MIN):  # different transport errors are still "no answer"
+    for i in range(2 * STREAK_MIN):  # different transport errors are still "no answer"
         stop = watch.failed(f"w{i}", Failure.NO_ANSWER, f"connection error (E{i % 2})")
-    assert stop is not None and stop.cause is Cause.SERVICE_DOWN
-    assert "did not answer" in stop.message and "http://svc:1" in stop.message
+    assert stop is not None
+    assert stop.cause is Cause.SERVICE_DOWN
+    assert "did not answer" in stop.message
+    assert "http://svc:1" in stop.message
     watch.success()
-    for i in range(STREAK_MIN):
+    for i in range(2 * STREAK_MIN):
         stop = watch.failed(f"s{i}", Failure.SHORT_LINK, "short link lookup failed (HTTP 503)")
-    assert stop is not None and stop.cause is Cause.SHORT_LINKS
-    assert "--resolve-base" in stop.message and "127.0.0.1:9" in stop.message
+    assert stop is not None
+    assert stop.cause is Cause.SHORT_LINKS
+    assert "--resolve-base" in stop.message
+    assert "127.0.0.1:9" in stop.message
     assert "did not answer" not in stop.message
 
 
 def test_throttling_stops_only_after_many_cool_downs_in_a_row() -> None:
-    watch = ServiceWatch("http://svc", "https://v.douyin.com", concurrency=8)
+    watch = ServiceWatch("http://svc", "https://v.douyin.com")
     for _ in range(THROTTLE_LIMIT - 1):
         assert watch.throttled("the service") is None
     watch.success()
     assert watch.throttle_streak == 0
     stops = [watch.throttled("the service") for _ in range(THROTTLE_LIMIT)]
     final = stops[-1]
-    assert final is not None and final.cause is Cause.THROTTLED and not final.needs_operator
+    assert final is not None
+    assert final.cause is Cause.THROTTLED
+    assert not final.needs_operator
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,7 @@ class UpstreamClient:
             if resolve_base
             else f"https://{SHORT_HOST}"
         )
-        self.watch = ServiceWatch(self.service, self.short_link_host, concurrency)
+        self.watch = ServiceWatch(self.service, self.short_link_host, retries=retries > 0)
         self.service_stop: ServiceStop | None = None
         self._stopped = asyncio.Event()
 

@@ -11,7 +11,8 @@ acts once, for the whole run:
   signature rejected, endpoint missing) stops the run at its first answer (77);
 - "the service cannot reach Douyin" has no answer of its own: amagi says `抖音数据获取失败` for a
   DNS failure, a stall and a bad id alike. It is recognised as the same failure for
-  `streak_limit(concurrency)` different works in a row, with no other answer in between (75).
+  `STREAK_MIN` different works in a row, with no other answer in between, once it has also
+  outlasted one retry (75): see `ServiceWatch.failed`.
   The same rule stops a run whose service does not answer at all, or whose short-link host
   does not.
 
@@ -27,10 +28,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.upstream.outcomes import Cause, Outcome
 
-# Different works failing the same way, in a row, before the run stops: at least this many,
-# and more than the requests one burst can have in flight (`--concurrency`), so one blip that
-# fails every request in flight at once is not enough. With the default concurrency (8) that
-# is 9 works, at most ~45 requests with the default 4 retries.
+# Different works failing the same way, in a row, before the run stops. A burst of requests
+# in flight can fail together in one blip, so the streak must also outlast a retry (a work that
+# failed, waited its backoff and failed again); without retries (--retries 0) twice as many
+# works stand in for that. Requests before a stop, whatever the input size: about 8 + 32 at
+# --concurrency 4 (each of the first works retried first), about `--concurrency` + a few at 8
+# and above.
 STREAK_MIN = 8
 # Throttled answers in a row (each followed by a shared cool-down twice as long as the last,
 # up to the backoff cap) before the run stops: with the defaults ~3 minutes of throttling.
@@ -91,10 +94,6 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-def streak_limit(concurrency: int) -> int:
-    return max(STREAK_MIN, concurrency + 1)
-
-
 _OPERATOR_ADVICE = {
     Cause.COOKIE: "give the service a fresh Douyin cookie (log in to douyin.com, copy the "
     "cookie into the service's configuration, restart it)",
@@ -122,18 +121,19 @@ class ServiceWatch:
 
     Also keeps the throttle streak, from which the client sizes the shared cool-down."""
 
-    def __init__(self, service: str, short_link_host: str, concurrency: int) -> None:
+    def __init__(self, service: str, short_link_host: str, *, retries: bool = True) -> None:
         self.service = service
         self.short_link_host = short_link_host
-        self.limit = streak_limit(concurrency)
+        self._retries = retries
         self._key: tuple[Failure, str] | None = None
         self._works: set[str] = set()
         self._attempts = 0
+        self._repeated = False
         self._throttled = 0
 
     def success(self) -> None:
         """An answer that shows the service works (a work, gone, invalid): streaks end."""
-        self._key, self._works, self._attempts = None, set(), 0
+        self._key, self._works, self._attempts, self._repeated = None, set(), 0, False
         self._throttled = 0
 
     @property
@@ -155,16 +155,21 @@ class ServiceWatch:
         return ServiceStop(Cause.THROTTLED, message, "kept rate limiting")
 
     def failed(self, work: str, kind: Failure, reason: str) -> ServiceStop | None:
-        """One attempt failed for `work` with `reason`; a stop once `limit` different works
-        in a row failed the same way."""
+        """One attempt failed for `work` with `reason`. A stop once `STREAK_MIN` different
+        works in a row failed the same way and one of them failed again after its backoff
+        (without retries: once twice as many works failed)."""
         key = (kind, reason if kind is not Failure.NO_ANSWER else "")
         if key != self._key:
-            self._key, self._works, self._attempts = key, set(), 0
+            self._key, self._works, self._attempts, self._repeated = key, set(), 0, False
+        self._repeated = self._repeated or work in self._works
         self._works.add(work)
         self._attempts += 1
-        if len(self._works) < self.limit:
+        works = len(self._works)
+        # Without retries no work can fail twice: twice as many works stand in for it.
+        outlasted = self._repeated if self._retries else works >= 2 * STREAK_MIN
+        if works < STREAK_MIN or not outlasted:
             return None
-        return self._stop(kind, reason, len(self._works), self._attempts)
+        return self._stop(kind, reason, works, self._attempts)
 
     def _stop(self, kind: Failure, reason: str, works: int, attempts: int) -> ServiceStop:
         seen = f"{works} links in a row ({attempts} requests)"
