@@ -50,7 +50,7 @@ from pipeline.errors import (
     IngestError,
     UsageError,
 )
-from pipeline.ingest import IngestJob, InputSource, dry_run_counts
+from pipeline.ingest import STDIN, IngestJob, InputSource, dry_run_counts
 from pipeline.logs import configure_logging
 from pipeline.progress import make_reporter, output_console, summary_table
 from pipeline.run import RunSummary
@@ -144,7 +144,7 @@ def _open_inputs(files: Sequence[str], stack: contextlib.ExitStack) -> list[Inpu
     sources = []
     for name in files:
         if name == "-":
-            sources.append(InputSource("<stdin>", sys.stdin.buffer))
+            sources.append(InputSource(STDIN, sys.stdin.buffer))
             continue
         try:
             stream = stack.enter_context(open(name, "rb"))  # noqa: SIM115
@@ -162,7 +162,8 @@ def print_summary(console: Console, title: str, summary: RunSummary) -> None:
     if summary.message:
         console.print(f"[bold]stopped early:[/bold] {summary.message}")
     if left := summary.counts.get("not_attempted"):
-        console.print(f"not attempted: {left}, re-run the same command to finish")
+        unread = " (and the rest of standard input)" if summary.counts.get("stdin_not_read") else ""
+        console.print(f"not attempted: {left}{unread}, re-run the same command to finish")
     if summary.counts.get("failed") or summary.counts.get("invalid"):
         console.print(
             f"See what failed and why: [bold]ingest failures --run {summary.run_id}[/bold] "

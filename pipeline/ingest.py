@@ -28,6 +28,7 @@ from pipeline.inputs import Deduplicator, InputLine, ShareLink
 from pipeline.run import FetchJob, JobOptions, Reporter
 
 _KNOWN_CHECK_CHUNK = 500
+STDIN = "<stdin>"  # the name of standard input as an InputSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,11 @@ class IngestJob(FetchJob):
             async for line in lines:
                 if self._stop.is_set():
                     if not self.counting_rest:
+                        return
+                    if line.source == STDIN:
+                        # A pipe may never end (or end much later): not read to its end.
+                        self.counts["stdin_not_read"] = 1
+                        self.not_attempted(len(pending))
                         return
                     # Stopped for the service's sake: count what is left, fetch nothing.
                     self.counts["lines"] += 1

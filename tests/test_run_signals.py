@@ -337,13 +337,31 @@ def test_twenty_early_stopped_runs_print_one_line_each_and_no_traceback(
 
 @pytest.mark.slow
 def test_nothing_listening_at_the_base_url_is_named_on_stderr(db_url: str, tmp_path: Path) -> None:
+    """Too few links for a streak: the run ends by itself (75), and stderr still says where."""
     base = f"http://127.0.0.1:{free_port()}"
     result = run_ingest(
-        ["run", str(_ids_file(tmp_path, sample_aweme_ids(50, seed=114))), "--api-base", base,
-         "--retries", "0", "--concurrency", "2", "--no-progress"],
+        ["run", str(_ids_file(tmp_path, sample_aweme_ids(3, seed=114))), "--api-base", base,
+         "--retries", "1", "--concurrency", "2", "--no-progress"],
         env={"DATABASE_URL": db_url},
     )  # fmt: skip
     assert result.returncode == 75, result.stderr
-    assert base in result.stderr
-    assert "did not answer" in result.stderr
+    named = [m for m in _log_messages(result.stderr) if base in m]
+    assert len(named) == 1, result.stderr
+    assert "no answer from the upstream service" in named[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_stop_while_reading_stdin_does_not_wait_for_its_end(
+    db_url: str, envelope_server: Callable[[Answer], EnvelopeServer]
+) -> None:
+    captcha = envelope_server(lambda aweme_id, n: CAPTCHA)
+    ids = sample_aweme_ids(20_000, seed=115)
+    result = run_ingest(
+        ["-", "--api-base", captcha.url, "--api-style", "amagi", "--no-progress"],
+        env={"DATABASE_URL": db_url},
+        stdin="".join(f"{i}\n" for i in ids),
+    )
+    assert result.returncode == 77, result.stderr
+    assert "(and the rest of standard input), re-run the same command" in result.stdout
+    assert _share_links(db_url) == 0

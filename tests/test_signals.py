@@ -196,6 +196,19 @@ def test_no_answer_and_short_link_streaks_name_what_to_check() -> None:
     assert "did not answer" not in stop.message
 
 
+def test_the_same_5xx_for_many_works_is_a_failing_service_not_douyin() -> None:
+    watch = ServiceWatch("http://svc", "https://v.douyin.com", retries=False)
+    stops = [
+        watch.failed(f"w{i}", Failure.HTTP_ERROR, "upstream error (HTTP 502)")
+        for i in range(2 * STREAK_MIN)
+    ]
+    stop = stops[-1]
+    assert stop is not None
+    assert stop.cause is Cause.SERVICE_FAILING
+    assert "HTTP 502" in stop.message
+    assert "Douyin" not in stop.message
+
+
 def test_throttling_stops_only_after_many_cool_downs_in_a_row() -> None:
     watch = ServiceWatch("http://svc", "https://v.douyin.com")
     for _ in range(THROTTLE_LIMIT - 1):

@@ -122,6 +122,7 @@ class UpstreamClient:
         self.watch = ServiceWatch(self.service, self.short_link_host, retries=retries > 0)
         self.service_stop: ServiceStop | None = None
         self._stopped = asyncio.Event()
+        self._warned_no_answer = False
 
     def __repr__(self) -> str:
         return (
@@ -243,10 +244,15 @@ class UpstreamClient:
         elif step.outcome is Outcome.RATE_LIMITED:
             self._on_rate_limited(step, resolving)
         elif step.outcome is Outcome.TRANSIENT:
-            if resolving:
-                kind = Failure.SHORT_LINK
-            else:
-                kind = Failure.NO_ANSWER if step.http_status is None else Failure.SERVICE
+            kind = _failure_kind(step, resolving)
+            if kind in (Failure.NO_ANSWER, Failure.SHORT_LINK) and not self._warned_no_answer:
+                # Said once, before any stop: a run too short for a streak would otherwise
+                # end without naming the URL it could not reach.
+                self._warned_no_answer = True
+                where = (
+                    self.short_link_host if resolving else f"the upstream service at {self.service}"
+                )
+                log.warning("no answer from %s: %s; retrying", where, step.reason)
             if stop := self.watch.failed(work, kind, step.reason):
                 self._stop(stop)
 
@@ -396,6 +402,17 @@ class UpstreamClient:
         aweme_id = step.aweme_id if ok and asked is None else asked
         detail = step.detail if ok else None
         return FetchResult(step.outcome, detail, aweme_id, step.reason, attempts, step.http_status)
+
+
+def _failure_kind(step: _Step, resolving: bool) -> Failure:
+    """What a transient failure is made of, for the service's failure streak."""
+    if resolving:
+        return Failure.SHORT_LINK
+    if step.http_status is None:
+        return Failure.NO_ANSWER
+    if step.http_status == 200 and not step.reason.startswith("upstream response is"):
+        return Failure.SERVICE  # a failure envelope: the service works, Douyin does not
+    return Failure.HTTP_ERROR  # a 5xx, or a body cut off or not JSON
 
 
 def _same_work(step: _Step, asked: int | None) -> _Step:

@@ -38,6 +38,7 @@ class Cause(StrEnum):
     # Recognised from a streak, never from one answer:
     DOUYIN_UNREACHABLE = "douyin_unreachable"  # the same failure for many works in a row
     SERVICE_DOWN = "service_down"  # no answer at all for many links in a row
+    SERVICE_FAILING = "service_failing"  # the same 5xx or broken body for many works in a row
     SHORT_LINKS = "short_links_unreachable"  # the short-link host failed many links in a row
 
 

@@ -63,7 +63,8 @@ class Failure(StrEnum):
     """What a streak of identical failures is made of (decides the stop message)."""
 
     NO_ANSWER = "no_answer"  # nothing came back: refused, reset, timed out
-    SERVICE = "service"  # the service answered a failure (envelope, 5xx, bad body)
+    SERVICE = "service"  # the service answered HTTP 200 with a failure envelope
+    HTTP_ERROR = "http_error"  # the service (or a proxy) answered 5xx or a broken body
     SHORT_LINK = "short_link"  # resolving a short link failed (the service was not asked)
 
 
@@ -188,6 +189,13 @@ class ServiceWatch:
                 "command"
             )
             return ServiceStop(Cause.SHORT_LINKS, message, "short-link host did not answer")
+        if kind is Failure.HTTP_ERROR:
+            message = (
+                f"the upstream service at {self.service} answered {seen} with the same "
+                f"error: {reason}. The service (or a proxy in front of it) is failing: look "
+                "at its log, and re-run the same command once it works"
+            )
+            return ServiceStop(Cause.SERVICE_FAILING, message, "upstream kept failing")
         message = (
             f"the upstream service at {self.service} failed {seen} with the same answer: "
             f"{reason}. It answers but cannot get works from Douyin; likely causes: the "
