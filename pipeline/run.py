@@ -63,8 +63,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_REASON_MAX = 300
-
 
 class Reporter(Protocol):
     """Where progress goes: a progress bar on a terminal, log lines otherwise."""
@@ -299,8 +297,8 @@ class FetchJob:
                 done = FetchedLink(record, None, temporary=True)
             if done.record.outcome != LinkOutcome.LOADED:
                 log.debug("%s %s: %s", done.record.outcome, link.url, done.record.reason)
-            self._settled += 1
             await self._hand_to_writer(done)
+            self._settled += 1  # after the hand-off: a worker cancelled in it recorded nothing
 
     async def _produce_then_end(self, workers: int) -> None:
         await self._produce()

@@ -62,7 +62,7 @@ def _seed_failure(code: int, message: str) -> bytes:
 def test_every_real_envelope_has_a_scope(path: Path) -> None:
     case, status = path.name.removesuffix(".json").split(".http")
     c = AmagiContract().classify(int(status), path.read_bytes(), {})
-    assert (scope_of(c.outcome, c.cause), c.cause) == ENVELOPE_SCOPE[case]
+    assert (c.scope, c.cause) == ENVELOPE_SCOPE[case]
 
 
 # The wording amagi itself uses for these situations (its Bilibili error-code map and its

@@ -238,8 +238,10 @@ class UpstreamClient:
             if not resolving:  # a short link resolving says nothing about the service
                 self.watch.success()
         elif step.outcome is Outcome.OPERATOR:
-            cause = step.cause if step.cause in OPERATOR_CAUSES else Cause.TOKEN_REJECTED
-            assert cause is not None
+            # Every operator answer carries its cause (contracts.py); HTTP 401/403 is the
+            # one operator answer the client knew before causes, hence the fallback.
+            known = step.cause is not None and step.cause in OPERATOR_CAUSES
+            cause = step.cause if known and step.cause is not None else Cause.TOKEN_REJECTED
             self._stop(operator_stop(cause, step.reason, self.service))
         elif step.outcome is Outcome.RATE_LIMITED:
             self._on_rate_limited(step, resolving)

@@ -16,6 +16,7 @@ from pipeline.upstream.decode import BodyProblem, decode_body
 from pipeline.upstream.outcomes import Cause, Outcome
 from pipeline.upstream.resolve import safe_origin
 from pipeline.upstream.retry import parse_retry_after
+from pipeline.upstream.signals import Scope, scope_of
 
 # amagi's wording when Douyin answered with an empty body: its cookie is missing or expired.
 EMPTY_BODY_MARK = "接口返回内容为空"
@@ -51,6 +52,11 @@ class Classification:
     retry_after: float | None = None  # seconds, uncapped, from a Retry-After header
     aweme_id: int | None = None  # when the body names the work
     cause: Cause | None = None  # set when the answer concerns the whole service
+
+    @property
+    def scope(self) -> Scope:
+        """This link, this attempt, or the whole service (`pipeline.upstream.signals`)."""
+        return scope_of(self.outcome, self.cause)
 
 
 class Contract(Protocol):
