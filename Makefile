@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+REALPEER := tests/realpeer
+REALPEER_STAMP := $(REALPEER)/node_modules/.installed
 
-.PHONY: setup test lint demo bench migrations-check clean
+.PHONY: setup realpeer test lint demo bench migrations-check clean
 
 # pip's output goes to .venv/install.log and is shown only when the install fails.
 $(STAMP): pyproject.toml
@@ -16,7 +18,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: $(STAMP)
+# The real-peer tests' peer: the real @ikenxuan/amagi server, pinned by tests/realpeer/package-lock.json
+# (npm ci), with Node and npm from Debian packages when missing. Log shown only on failure.
+$(REALPEER_STAMP): $(REALPEER)/package.json $(REALPEER)/package-lock.json $(REALPEER)/install.sh
+	@echo "setting up $(REALPEER)/node_modules (@ikenxuan/amagi from npm; log in $(REALPEER)/install.log)"
+	@bash $(REALPEER)/install.sh > $(REALPEER)/install.log 2>&1 \
+		|| { cat $(REALPEER)/install.log; exit 1; }
+	@touch $(REALPEER_STAMP)
+
+realpeer: $(REALPEER_STAMP)
+
+test: $(STAMP) $(REALPEER_STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -31,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(REALPEER)/node_modules

@@ -29,6 +29,8 @@ from pipeline.rows import FlatWork
 log = logging.getLogger(__name__)
 
 _REASON_MAX = 300
+# `counted_as` of a link skipped because its work is already known (not fetched this run).
+SKIPPED_KNOWN = "skipped_known"
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,19 +70,26 @@ def time_from_aweme_id(aweme_id: int) -> datetime | None:
 
 # --- gone reasons -----------------------------------------------------------------------------
 
-# The canonical vocabulary of works.gone_reason: Douyin's own `status_*` token (known ones:
-# status_self_see = private, status_deleted, status_audit_self_see = under review; others are
-# kept as Douyin names them), or UNKNOWN_GONE_REASON when the answer named none.
+# The canonical vocabulary of works.gone_reason: Douyin's own filter_reason token (known ones:
+# status_self_see = private, status_deleted, status_audit_self_see = under review,
+# item_not_exist; others are kept as Douyin names them), or UNKNOWN_GONE_REASON when the
+# answer named none.
 UNKNOWN_GONE_REASON = "unknown"
-GONE_REASON_PATTERN = r"^(status_[a-z0-9_]+|unknown)$"
-_GONE_TOKEN = re.compile(r"status_[a-z0-9_]+")
+GONE_REASON_PATTERN = r"^[a-z][a-z0-9_]*$"
+_STATUS_TOKEN = re.compile(r"status_[a-z0-9_]+")
+_GONE_PREFIXED = re.compile(r"^gone: ([a-z][a-z0-9_]{0,39})$")
 
 
 def canonical_gone_reason(reason: str | None) -> str:
     """'gone: status_self_see', 'status_self_see' and '原因：status_self_see' all become
-    'status_self_see'; anything without a status token becomes 'unknown'."""
-    match = _GONE_TOKEN.search(reason or "")
-    return match.group(0) if match else UNKNOWN_GONE_REASON
+    'status_self_see'; 'gone: item_not_exist' becomes 'item_not_exist'; anything without a
+    token becomes 'unknown'."""
+    text = (reason or "").strip()
+    if match := _STATUS_TOKEN.search(text):
+        return match.group(0)
+    if match := _GONE_PREFIXED.match(text):
+        return match.group(1)
+    return UNKNOWN_GONE_REASON
 
 
 def clean_json(value: Any) -> Any:

@@ -19,7 +19,7 @@ from typing import BinaryIO, Unpack
 
 from sqlalchemy import Engine
 
-from pipeline.batches import FetchedLink
+from pipeline.batches import SKIPPED_KNOWN, FetchedLink
 from pipeline.config import Settings
 from pipeline.db.runs import KnownFate, LinkRecord, known_links
 from pipeline.db.tracking import LinkOutcome
@@ -133,7 +133,7 @@ class IngestJob(FetchJob):
             record = LinkRecord(
                 link.key, link.url, fate.aweme_id, fate.outcome, fate.reason, 0, where
             )
-            await self._hand_to_writer(FetchedLink(record, None, counted_as="skipped_known"))
+            await self._hand_to_writer(FetchedLink(record, None, counted_as=SKIPPED_KNOWN))
 
     def _known(self, keys: list[str], ids: list[int]) -> dict[str, KnownFate]:
         with self.engine.connect() as conn:

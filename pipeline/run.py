@@ -38,7 +38,7 @@ from typing import Protocol, TypedDict, TypeVar, Unpack
 
 from sqlalchemy import Connection, Engine
 
-from pipeline.batches import BatchCommitter, LoadWorks, describe
+from pipeline.batches import SKIPPED_KNOWN, BatchCommitter, LoadWorks, describe
 from pipeline.batches import FetchedLink as FetchedLink  # re-exported: outcome_record's type
 from pipeline.config import Settings
 from pipeline.db.load import load_works
@@ -49,6 +49,7 @@ from pipeline.db.runs import (
     beat,
     finish_run,
     record_links,
+    record_skipped_links,
     resolve_through_other_links,
     start_run,
 )
@@ -246,7 +247,10 @@ class FetchJob:
         refresh), and resolve links left failed whose work has now loaded. Returns the
         corrections to this run's counts."""
         assert self.run_id is not None
-        record_links(conn, self.run_id, [d.record for d in batch])
+        fetched = [d.record for d in batch if d.counted_as != SKIPPED_KNOWN]
+        skipped = [d.record for d in batch if d.counted_as == SKIPPED_KNOWN]
+        record_links(conn, self.run_id, fetched)
+        record_skipped_links(conn, self.run_id, skipped)
         mark_gone(conn, gone_works(batch), self.now())
         return self._resolve(conn, batch)
 

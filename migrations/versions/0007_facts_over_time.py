@@ -22,7 +22,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 # Literal on purpose (like 0004): later code changes must never alter what this revision does.
-GONE_REASON_PATTERN = r"^(status_[a-z0-9_]+|unknown)$"
+GONE_REASON_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 revision: str = '0007'
 down_revision: str | None = '0006'
@@ -184,7 +184,8 @@ def upgrade() -> None:
     # One vocabulary: Douyin's status token ('gone: status_self_see' -> 'status_self_see').
     op.execute(
         "UPDATE works SET gone_reason = coalesce(substring(gone_reason from 'status_[a-z0-9_]+'), "
-        "'unknown') WHERE gone_reason IS NOT NULL"
+        "substring(gone_reason from '^gone: ([a-z][a-z0-9_]*)$'), 'unknown') "
+        "WHERE gone_reason IS NOT NULL"
     )
     op.create_check_constraint(
         op.f("ck_works_gone_reason_known"), "works", f"gone_reason ~ '{GONE_REASON_PATTERN}'"
@@ -231,7 +232,7 @@ def upgrade() -> None:
                existing_nullable=True)
     op.alter_column('works', 'gone_reason',
                existing_type=sa.TEXT(),
-               comment="State: why the work is gone: Douyin's status token (status_self_see = private, status_deleted, status_audit_self_see = under review, others as sent) or unknown.",
+               comment="State: why the work is gone: Douyin's filter_reason token (status_self_see = private, status_deleted, status_audit_self_see = under review, item_not_exist, others as sent) or unknown.",
                existing_comment='Why the work is gone, e.g. status_self_see (NULL while available).',
                existing_nullable=True)
     op.create_index(op.f('ix_works_collection_id'), 'works', ['collection_id'], unique=False)
@@ -267,7 +268,7 @@ def downgrade() -> None:
     op.alter_column('works', 'gone_reason',
                existing_type=sa.TEXT(),
                comment='Why the work is gone, e.g. status_self_see (NULL while available).',
-               existing_comment="State: why the work is gone: Douyin's status token (status_self_see = private, status_deleted, status_audit_self_see = under review, others as sent) or unknown.",
+               existing_comment="State: why the work is gone: Douyin's filter_reason token (status_self_see = private, status_deleted, status_audit_self_see = under review, item_not_exist, others as sent) or unknown.",
                existing_nullable=True)
     op.alter_column('works', 'gone_at',
                existing_type=postgresql.TIMESTAMP(timezone=True),
@@ -541,7 +542,7 @@ def _create_views() -> None:
     )
     op.execute(
         "COMMENT ON COLUMN works_enriched.gone_reason IS 'Why the work is gone: status_self_see, "
-        "status_deleted, status_audit_self_see, another status_* token, or unknown.'"
+        "status_deleted, status_audit_self_see, item_not_exist, another Douyin token, or unknown.'"
     )
     op.execute(AUTHOR_COUNTS_LATEST)
     op.execute(

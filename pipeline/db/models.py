@@ -281,8 +281,9 @@ class Work(Base):
     )
     gone_reason: Mapped[str | None] = mapped_column(
         comment=(
-            "State: why the work is gone: Douyin's status token (status_self_see = private, "
-            "status_deleted, status_audit_self_see = under review, others as sent) or unknown."
+            "State: why the work is gone: Douyin's filter_reason token (status_self_see = "
+            "private, status_deleted, status_audit_self_see = under review, item_not_exist, "
+            "others as sent) or unknown."
         )
     )
 

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pipeline.db.models import Work
 from pipeline.db.tracking import IngestRun, LinkOutcome, RunStatus, ShareLinkRecord
+from pipeline.douyin import UNKNOWN_GONE_REASON
 
 # A live run writes its heartbeat every HEARTBEAT_INTERVAL; one silent for ABANDONED_AFTER
 # has died without closing its record (SIGKILL, power loss, a lost host).
@@ -45,7 +46,7 @@ class KnownFate:
 
     aweme_id: int | None
     outcome: LinkOutcome  # LOADED or GONE
-    reason: str
+    reason: str | None  # what a fetch of the link would have recorded: None, or "gone: <why>"
 
 
 def pg_text(value: str) -> str:
@@ -212,22 +213,41 @@ def record_links(conn: Connection, run_id: int, records: Sequence[LinkRecord]) -
             "last_run_id": stmt.excluded.last_run_id,
         },
     )
-    conn.execute(
-        stmt,
-        [
-            {
-                "link_key": r.link_key,
-                "url": pg_text(r.url),
-                "aweme_id": r.aweme_id,
-                "last_outcome": r.outcome,
-                "last_reason": None if r.reason is None else pg_text(r.reason),
-                "attempts": r.attempts,
-                "source": None if r.source is None else pg_text(r.source),
-                "last_run_id": run_id,
-            }
-            for r in (latest[k] for k in sorted(latest))
-        ],
+    conn.execute(stmt, [_link_row(run_id, latest[k]) for k in sorted(latest)])
+
+
+def record_skipped_links(conn: Connection, run_id: int, records: Sequence[LinkRecord]) -> None:
+    """Links skipped because their work is already known: this run read them (run id, source,
+    time), but their outcome and reason stay what the fetch that settled them recorded. A link
+    with no row yet (its work known through another link) gets the work's fate, as a fetch
+    would have written it, so the table is the same whichever link happened to be fetched."""
+    if not records:
+        return
+    latest: dict[str, LinkRecord] = {r.link_key: r for r in records}
+    stmt = pg_insert(ShareLinkRecord)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[ShareLinkRecord.link_key],
+        set_={
+            "aweme_id": func.coalesce(ShareLinkRecord.aweme_id, stmt.excluded.aweme_id),
+            "source": stmt.excluded.source,
+            "last_seen_at": func.now(),
+            "last_run_id": stmt.excluded.last_run_id,
+        },
     )
+    conn.execute(stmt, [_link_row(run_id, latest[k]) for k in sorted(latest)])
+
+
+def _link_row(run_id: int, r: LinkRecord) -> dict[str, Any]:
+    return {
+        "link_key": r.link_key,
+        "url": pg_text(r.url),
+        "aweme_id": r.aweme_id,
+        "last_outcome": r.outcome,
+        "last_reason": None if r.reason is None else pg_text(r.reason),
+        "attempts": r.attempts,
+        "source": None if r.source is None else pg_text(r.source),
+        "last_run_id": run_id,
+    }
 
 
 def resolve_through_other_links(conn: Connection, aweme_ids: Sequence[int]) -> list[Row[Any]]:
@@ -303,10 +323,12 @@ def _fate(aweme_id: int, gone_at: datetime | None, gone_reason: str | None) -> K
     return KnownFate(aweme_id, outcome, _skip_reason(outcome, gone_reason))
 
 
-def _skip_reason(outcome: LinkOutcome, gone_reason: str | None) -> str:
+def _skip_reason(outcome: LinkOutcome, gone_reason: str | None) -> str | None:
+    """The reason a fetch would have recorded (the contracts' "gone: <status>" form), so a
+    link's row is the same whether this run fetched it or skipped it."""
     if outcome is LinkOutcome.LOADED:
-        return "already loaded"
-    return f"already known gone: {gone_reason}" if gone_reason else "already known gone"
+        return None
+    return f"gone: {gone_reason or UNKNOWN_GONE_REASON}"
 
 
 def failed_links(conn: Connection, run_id: int | None) -> list[Row[Any]]:

@@ -9,7 +9,11 @@ Routes (all answers are delayed by `faults.latency_s`):
 - amagi `GET /api/douyin/fetch_one_work?aweme_id=<id>`: the amagi 5.8.0 envelopes byte-for-byte
   in shape (see fixtures/upstream/amagi_5.8.0_http_envelopes), int64s rounded like JavaScript.
   A non-numeric `aweme_id` gets the null-detail answer.
-- short links `GET|HEAD /<code>/` → 302 to the work's real-shaped `share_url`; unknown → 404.
+- short links `GET|HEAD /<code>/` (also under `/sl/<code>/`, for a `--resolve-base` with a path
+  prefix) → 302 to the work's real-shaped `share_url`; unknown → 404.
+- hostile answers (`faults.hostile`, see `pipeline.testing.hostile`): per work id, one run mixes
+  good links and links whose answer is NaN, 10,000-deep, 50 MB, a gzip bomb, a slow drip,
+  another work, a redirect off host, ...
 - `/_fake/advance?seconds=N` (POST) and `/_fake/state` (GET): control for subprocess tests;
   never rate-limited, faulted or recorded.
 
@@ -18,8 +22,8 @@ Link parsing lives in `pipeline.testing.links`, the command line in
 
 Order of checks: rate limit (all recorded routes; only admitted requests count toward the limit,
 like a real limiter) → bearer token (API routes only; a short link is a public Douyin host) →
-parameters → cookie_expired → transient faults (API routes, the first `fail_attempts` requests
-of each work) → gone / null detail / huge body → ok.
+parameters → cookie_expired → hostile answers → transient faults (API routes, the first
+`fail_attempts` requests of each work) → gone / null detail / huge body → ok.
 """
 
 from __future__ import annotations
@@ -27,18 +31,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import html
 import json
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from pipeline.testing import payloads
+from pipeline.testing import hostile, payloads
+from pipeline.testing.hostile import Hostile
 from pipeline.testing.links import decode_short_code, short_code, work_id_from_link
 
 SEED_PATH = "/douyin/fetch_one_work"
@@ -81,6 +87,10 @@ class FaultConfig:
     require_token: str | None = field(default=None, repr=False)
     huge_body_ids: frozenset[int] = frozenset()  # answered ok, with `desc` padded to the size below
     huge_body_bytes: int = 8 * 1024 * 1024
+    # Per work id: answer with this hostile kind (every attempt). Not hashed, only read.
+    hostile: Mapping[int, Hostile] = field(default_factory=dict)
+    # Base URL that off-host redirects point to: a listener that must never be reached.
+    redirect_target: str | None = None
 
     def __post_init__(self) -> None:
         rates = [getattr(self, f"{name}_rate") for name in TRANSIENT_FAULTS]
@@ -108,6 +118,7 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
     reset: bool = False
+    respond: hostile.Responder | None = None  # writes the whole answer itself (hostile kinds)
 
 
 def _json(value: Any) -> bytes:
@@ -141,17 +152,21 @@ class FakeUpstream:
         self._attempts: Counter[int] = Counter()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[_like_express])
         self.app.router.add_get(SEED_PATH, self._seed)
         self.app.router.add_get(AMAGI_PATH, self._amagi)
         self.app.router.add_post("/_fake/advance", self._advance)
         self.app.router.add_get("/_fake/state", self._state)
         self.app.router.add_get("/{code}/", self._short_link)
+        self.app.router.add_get("/sl/{code}/", self._short_link)
 
     # -- public helpers --------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
+        # Node closes idle kept-alive connections after 5 s (`Keep-Alive: timeout=5`).
+        self._runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=0.5, keepalive_timeout=_KEEP_ALIVE_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -221,8 +236,11 @@ class FakeUpstream:
         answer = self._rate_limited(request.path, arrived)
         if answer is None:
             aweme_id = decode_short_code(request.match_info["code"], self.seed)
+            kind = self.faults.hostile.get(aweme_id) if aweme_id is not None else None
             if aweme_id is None:
                 answer = _Answer(404, b"Not Found", "not_found", content_type="text/plain")
+            elif kind is not None and kind.on_short_link:
+                answer = self._hostile(kind, "short_link", aweme_id, request.raw_path)
             else:
                 location = self.aweme_detail(aweme_id)["share_url"]
                 answer = _Answer(302, b"", "redirect", aweme_id, headers={"Location": location})
@@ -273,13 +291,23 @@ class FakeUpstream:
             }  # fmt: skip
             return _Answer(400, _json(body), "bad_request")
         if not values[0].isdigit():
-            return self._null_detail("amagi", None, request.raw_path)
+            # Real amagi passes it on to Douyin unchecked and answers its generic failure.
+            body = {
+                "success": False,
+                "message": FAILED,
+                "code": 500,
+                "requestPath": request.raw_path,
+            }
+            return _Answer(200, _json(body), "failed", None)
         return self._content("amagi", int(values[0]), request.raw_path)
 
     def _content(self, style: str, aweme_id: int, path: str) -> _Answer:
         """Everything after parameter checks: operator failure, transient faults, the work."""
         if self.faults.cookie_expired:
             return self._failure(style, aweme_id, path, "operator", COOKIE_EXPIRED)
+        kind = self.faults.hostile.get(aweme_id)
+        if kind is not None and not kind.on_short_link:
+            return self._hostile(kind, style, aweme_id, path)
         attempt = self._attempts[aweme_id]
         self._attempts[aweme_id] += 1
         fault = self._fault(aweme_id, attempt)
@@ -303,6 +331,15 @@ class FakeUpstream:
         if fault == "timeout":
             return _Answer(answer.status, answer.body, fault, aweme_id, hang=True)
         return answer
+
+    def _hostile(self, kind: Hostile, style: str, aweme_id: int, path: str) -> _Answer:
+        ctx = hostile.Context(
+            style="amagi" if style == "amagi" else "seed", aweme_id=aweme_id, seed=self.seed,
+            sim_t=self.sim_t, author_pool=self.author_pool, path=path,
+            redirect_target=self.faults.redirect_target,
+        )  # fmt: skip
+        made = hostile.answer(kind, ctx)
+        return _Answer(made.status, b"", kind.value, aweme_id, respond=made.respond)
 
     def _fault(self, aweme_id: int, attempt: int) -> str | None:
         if attempt >= self.faults.fail_attempts:
@@ -375,6 +412,8 @@ class FakeUpstream:
         if delay > 0:
             with contextlib.suppress(TimeoutError):  # woken early by close()
                 await asyncio.wait_for(self._closing.wait(), delay)
+        if answer.respond is not None:
+            return await answer.respond(request, self._closing)
         if answer.reset:
             if request.transport is not None:
                 request.transport.abort()  # no status line at all: the client sees a reset
@@ -395,6 +434,30 @@ class FakeUpstream:
 
 
 _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_KEEP_ALIVE_S = 5
+_EXPRESS_HEADERS = {
+    "X-Powered-By": "Express",
+    "Connection": "keep-alive",
+    "Keep-Alive": f"timeout={_KEEP_ALIVE_S}",
+}
+_CANNOT_GET = (
+    '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Error</title>\n'
+    "</head>\n<body>\n<pre>Cannot GET {path}</pre>\n</body>\n</html>\n"
+)
+
+
+@web.middleware
+async def _like_express(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer as the real amagi (an Express app) does: its headers on every response, and
+    Express's HTML 404 page for a path it has no route for."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPNotFound:
+        page = _CANNOT_GET.format(path=html.escape(request.path))
+        response = web.Response(status=404, text=page, content_type="text/html")
+    if not response.prepared:
+        response.headers.update(_EXPRESS_HEADERS)
+    return response
 
 
 if __name__ == "__main__":

@@ -9,10 +9,20 @@ import contextlib
 import os
 
 from pipeline.testing.fake_upstream import FakeUpstream, FaultConfig
+from pipeline.testing.hostile import Hostile
 
 
 def _ids(text: str) -> frozenset[int]:
     return frozenset(int(part) for part in text.split(",") if part.strip())
+
+
+def _hostile(text: str) -> tuple[Hostile, frozenset[int]]:
+    kind, _, ids = text.partition("=")
+    try:
+        return Hostile(kind.strip()), _ids(ids)
+    except ValueError:
+        choices = ", ".join(k.value for k in Hostile)
+        raise argparse.ArgumentTypeError(f"expected KIND=ID[,ID…], KIND one of {choices}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--gone-ids", type=_ids, default=frozenset(), help="comma-separated deleted work ids")
     add("--null-detail-ids", type=_ids, default=frozenset(), help="ids answered with no detail")
     add("--cookie-expired", action="store_true", help="answer every fetch: cookie expired")
+    add(
+        "--hostile", type=_hostile, action="append", default=[], metavar="KIND=ID[,ID…]",
+        help="answer these works with a hostile answer (see pipeline.testing.hostile); repeatable",
+    )  # fmt: skip
+    add("--redirect-target", default=None, help="base URL that off-host redirects point to")
     add("--sim-time", type=float, default=0.0, help="initial simulated time in seconds")
     parser.epilog = "Set FAKE_UPSTREAM_TOKEN to require `Authorization: Bearer <token>`."
     return parser
@@ -52,6 +67,8 @@ def _faults(args: argparse.Namespace) -> FaultConfig:
         fail_attempts=args.fail_attempts, gone_ids=args.gone_ids,
         null_detail_ids=args.null_detail_ids, cookie_expired=args.cookie_expired,
         require_token=os.environ.get("FAKE_UPSTREAM_TOKEN") or None,
+        hostile={i: kind for kind, ids in args.hostile for i in ids},
+        redirect_target=args.redirect_target,
     )  # fmt: skip
 
 

@@ -146,6 +146,12 @@ def _from_douyin_body(data: object) -> Classification:
     detail = data.get("aweme_detail")
     if isinstance(detail, dict):
         return Classification(Outcome.OK, detail=detail, aweme_id=_as_id(detail.get("aweme_id")))
+    if detail is not None:
+        # A list, a string, a number: the same body comes back however often it is asked for.
+        return Classification(
+            Outcome.UNUSABLE,
+            reason=f"upstream aweme_detail is {_json_type(detail)}, not an object",
+        )
     filtered = data.get("filter_detail")
     if isinstance(filtered, dict) and isinstance(filtered.get("filter_reason"), str):
         why = _SAFE_REASON.sub("", filtered["filter_reason"].lower())[:40] or "filtered"
@@ -155,6 +161,11 @@ def _from_douyin_body(data: object) -> Classification:
     code = data.get("status_code")
     suffix = f" (status_code {code})" if isinstance(code, int) and code != 0 else ""
     return Classification(Outcome.TRANSIENT, reason=NO_DETAIL_REASON + suffix)
+
+
+def _json_type(value: object) -> str:
+    names = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _bad_request(doc: object, status: int) -> Classification:
