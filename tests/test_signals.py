@@ -100,11 +100,19 @@ def test_a_bad_parameter_is_not_a_verification_challenge() -> None:
 
 
 def test_the_error_description_survives_in_the_reason_without_the_signed_url() -> None:
-    body = _amagi_failure("抖音数据获取失败", "获取响应数据失败！原因：item_not_exist！")
+    # amagi's own description for an error it could not name (its UNKNOWN_ERROR path).
+    body = _amagi_failure("抖音数据获取失败", "未知错误")
     c = AmagiContract().classify(200, body, {})
     assert c.outcome is Outcome.TRANSIENT
-    assert "item_not_exist" in c.reason
-    assert "抖音数据获取失败" in c.reason
+    assert c.reason == "upstream reported a failure: 抖音数据获取失败 | 未知错误"
+    assert not any(mark in c.reason for mark in ("requestUrl", "a_bogus", "msToken", "https://"))
+
+
+def test_any_filter_reason_amagi_relays_is_gone() -> None:
+    # amagi writes 原因：<filter_reason> for every Douyin filter_detail, not only status_*.
+    body = _amagi_failure("抖音数据获取失败", "获取响应数据失败！原因：item_not_exist！")
+    c = AmagiContract().classify(200, body, {})
+    assert (c.outcome, c.reason) == (Outcome.GONE, "gone: item_not_exist")
     assert not any(mark in c.reason for mark in ("requestUrl", "a_bogus", "msToken", "https://"))
 
 

@@ -37,7 +37,9 @@ _VERIFICATION_WORDING = re.compile(
 _THROTTLE_WORDING = re.compile(
     r"频繁|频次|太快|限流|rate[ _-]?limit|too many requests|too frequent", re.I
 )
-_GONE_STATUS = re.compile(r"原因\s*[:：]\s*(status_[a-z_]+)")
+# amagi writes `原因：<token>` (ASCII token) only for Douyin's filter_detail.filter_reason:
+# status_self_see, status_deleted, item_not_exist, ... — the work is gone for good.
+_GONE_STATUS = re.compile(r"原因\s*[:：]\s*([a-z][a-z0-9_]{0,39})")
 _URL = re.compile(r"https?://\S+")
 _SAFE_REASON = re.compile(r"[^a-z0-9_]")
 COOKIE_REASON = "upstream service's Douyin cookie is missing or expired"
