@@ -365,3 +365,33 @@ def test_a_stop_while_reading_stdin_does_not_wait_for_its_end(
     assert result.returncode == 77, result.stderr
     assert "(and the rest of standard input), re-run the same command" in result.stdout
     assert _share_links(db_url) == 0
+
+
+@pytest.mark.slow
+def test_a_refresh_stops_the_same_way(
+    db_url: str,
+    envelope_server: Callable[[Answer], EnvelopeServer],
+    fake_server: Callable[..., ThreadedFake],
+    tmp_path: Path,
+) -> None:
+    healthy = fake_server(seed=116)
+    path = _ids_file(tmp_path, sample_aweme_ids(60, seed=116))
+    loaded = run_ingest(
+        ["run", str(path), "--api-base", healthy.url, "--api-style", "amagi", "--no-progress"],
+        env={"DATABASE_URL": db_url},
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    time.sleep(1.1)  # so that --stale-after 1s makes every work due
+    broken = envelope_server(lambda aweme_id, n: CANNOT_REACH)
+    result = run_ingest(
+        ["refresh", "--stale-after", "1s", "--api-base", broken.url, "--api-style", "amagi",
+         "--rate", "1000", "--no-progress"],
+        env={"DATABASE_URL": db_url},
+    )  # fmt: skip
+    assert result.returncode == 75, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [m for m in _log_messages(result.stderr) if m.startswith("ERROR")]
+    assert len(errors) == 1, result.stderr
+    assert broken.url in errors[0]
+    assert len(broken.served) <= 40
+    assert _not_attempted(result.stdout) > 0
