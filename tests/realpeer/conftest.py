@@ -11,7 +11,6 @@ from douyin_standin import DouyinStandIn
 from peers import SEED, AmagiServer, ThreadedStandIn, refusing_address
 
 
-
 @pytest.fixture(scope="session")
 def standin_server() -> Iterator[ThreadedStandIn]:
     server = ThreadedStandIn(seed=SEED)
