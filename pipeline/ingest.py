@@ -31,6 +31,7 @@ from pipeline.run import FetchJob, JobOptions, Reporter
 log = logging.getLogger(__name__)
 
 _KNOWN_CHECK_CHUNK = 500
+STDIN = "<stdin>"  # the name of standard input as an InputSource
 # How a link skipped for its known fate is counted, when not `skipped_known` (loaded, gone).
 _SKIPPED_AS = {LinkOutcome.INVALID: KNOWN_INVALID, LinkOutcome.FAILED: KNOWN_FAILED}
 
@@ -76,7 +77,20 @@ class IngestJob(FetchJob):
         try:
             async for line in lines:
                 if self._stop.is_set():
-                    return
+                    if not self.counting_rest:
+                        return
+                    if line.source == STDIN:
+                        # A pipe may never end (or end much later): not read to its end.
+                        self.counts["stdin_not_read"] = 1
+                        self.not_attempted(len(pending))
+                        return
+                    # Stopped for the service's sake: count what is left, fetch nothing.
+                    self.counts["lines"] += 1
+                    self.counts["links"] += len(line.rejections) + len(line.links)
+                    self.not_attempted(len(line.rejections) + len(pending))
+                    self.not_attempted(sum(not dedup.seen(link) for link in line.links))
+                    pending = []
+                    continue
                 self.counts["lines"] += 1
                 where = _source_of(line.source, line.line_no)
                 for position, rejection in enumerate(line.rejections):
@@ -138,7 +152,7 @@ class IngestJob(FetchJob):
         for link, where in pending:
             fate = known.get(link.key)
             if fate is None:
-                await self._fetch_q.put((link, where))
+                await self._enqueue(link, where)
                 continue
             record = LinkRecord(
                 link.key, link.url, fate.aweme_id, fate.outcome, fate.reason, 0, where

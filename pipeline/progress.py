@@ -40,6 +40,7 @@ SUMMARY_ROWS = (
     ("gone", "gone: deleted, private or under review"),
     ("invalid", "invalid: rejected with a reason"),
     ("failed", "failed after retries (see `ingest failures`)"),
+    ("not_attempted", "not attempted: the run stopped early (re-run the same command)"),
     ("due", "refresh: works due and dispatched"),
     ("changed", "refresh: counts changed (snapshot added)"),
     ("unchanged", "refresh: counts unchanged (check time recorded)"),

@@ -171,7 +171,7 @@ class RefreshJob(FetchJob):
                     self.counts["stopped_by_budget"] = 1
                     return
                 self.counts["due"] += 1
-                await self._fetch_q.put((_refresh_link(aweme_id, url, self.settings), "refresh"))
+                await self._enqueue(_refresh_link(aweme_id, url, self.settings), "refresh")
 
     async def _flush(self, batch: list[FetchedLink]) -> None:
         await super()._flush(batch)

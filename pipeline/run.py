@@ -17,6 +17,11 @@ What no payload and no outage may do is stop a run or leave it lying about itsel
 - every database call rides out an outage of up to `--db-outage-seconds` (`OutageGuard`);
 - every task runs under one TaskGroup, and whatever ends the run, its record is closed;
   a heartbeat lets the next run tell a process that died (SIGKILL) from a live one.
+
+What concerns the whole upstream service (an expired cookie, a captcha, a service that cannot
+reach Douyin: `pipeline.upstream.signals`) stops the run once, with one message: the links not
+attempted stay pending (no record), the summary counts them (`not_attempted`), and re-running
+the same command finishes them.
 """
 
 from __future__ import annotations
@@ -58,8 +63,6 @@ from pipeline.upstream.outcomes import FetchResult, Outcome
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_REASON_MAX = 300
 
 
 class Reporter(Protocol):
@@ -163,8 +166,11 @@ class FetchJob:
         self._batches = BatchCommitter(engine, self.guard, load, self._record)
         self.counts: Counter[str] = Counter()  # committed: what the database holds
         self._uncommitted: Counter[str] = Counter()
-        self._unreachable_in_a_row = 0
-        self._unreachable_limit = max(10, 2 * settings.fetch.concurrency)
+        # Links queued for fetching, links whose fetch ended (recorded), and links read after
+        # a stop: the difference is what the run did not attempt.
+        self._dispatched = 0
+        self._settled = 0
+        self._not_attempted = 0
         self.run_id: int | None = None
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
@@ -192,6 +198,38 @@ class FetchJob:
         if not self._stop.is_set():
             self._stop_reason, self._status_override = reason, status
             self._stop.set()
+
+    @property
+    def counting_rest(self) -> bool:
+        """After a stop for the upstream service's sake, the producer keeps reading its input
+        (nothing is fetched) to count what was not attempted; an interrupt leaves at once."""
+        return self._stop.is_set() and self._status_override in (
+            RunStatus.FAILED,
+            RunStatus.OPERATOR_ERROR,
+        )
+
+    def not_attempted(self, n: int = 1) -> None:
+        self._not_attempted += n
+
+    async def _enqueue(self, link: ShareLink, where: str) -> None:
+        """Queue a link for fetching; once the run is stopping it is only counted. Never
+        blocks past a stop (the workers that would make room are gone by then)."""
+        if self._stop.is_set():
+            self._not_attempted += 1
+            return
+        item = (link, where)
+        if self._fetch_q.full():
+            put = asyncio.ensure_future(self._fetch_q.put(item))
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait((put, stop), return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not put.done():
+                put.cancel()
+                self._not_attempted += 1
+                return
+        else:
+            self._fetch_q.put_nowait(item)
+        self._dispatched += 1
 
     async def _db(self, what: str, fn: Callable[[], T]) -> T:
         """One database call, off the event loop, riding out an outage."""
@@ -244,12 +282,13 @@ class FetchJob:
             result: FetchResult | None = None
             try:
                 result = await client.fetch(link)
-                if result.outcome is Outcome.OPERATOR:
-                    # Nothing is recorded for this link: it stays pending; the next run retries.
-                    # (The client has logged the reason once.)
-                    self.request_stop(result.reason, RunStatus.OPERATOR_ERROR)
+                stop = client.service_stop
+                if stop is not None and result.outcome in _CUT_SHORT:
+                    # The whole service is in trouble: nothing is recorded for this link, it
+                    # stays pending and the next run tries it. The client logged the stop once.
+                    status = RunStatus.OPERATOR_ERROR if stop.needs_operator else RunStatus.FAILED
+                    self.request_stop(stop.message, status)
                     continue
-                self._watch_reachability(result)
                 done = outcome_record(link, where, result, self.now())
             except Exception as exc:
                 # A bug must not kill a worker (the queues would stall) nor lose the link.
@@ -264,33 +303,26 @@ class FetchJob:
             if done.record.outcome != LinkOutcome.LOADED:
                 log.debug("%s %s: %s", done.record.outcome, link.url, done.record.reason)
             await self._hand_to_writer(done)
-
-    def _watch_reachability(self, result: FetchResult) -> None:
-        """Stop early when the service is plainly down, instead of spending every link's
-        retries on it: links not reached stay pending, and a re-run later finishes them."""
-        if result.outcome.retryable and result.http_status is None:
-            self._unreachable_in_a_row += 1
-        else:
-            self._unreachable_in_a_row = 0
-        if self._unreachable_in_a_row >= self._unreachable_limit:
-            reason = (
-                f"the upstream service did not answer for {self._unreachable_in_a_row} links "
-                f"in a row (last: {result.reason}); stopped, re-run later"
-            )
-            log.error("stopping: %s", reason)
-            self.request_stop(reason, RunStatus.FAILED)
+            self._settled += 1  # after the hand-off: a worker cancelled in it recorded nothing
 
     async def _produce_then_end(self, workers: int) -> None:
         await self._produce()
         for _ in range(workers):  # one end-of-input marker per worker
+            if self._stop.is_set():
+                return  # the workers were cancelled: nobody would take a marker
             await self._fetch_q.put(None)
 
-    async def _cancel_on_stop(self, fetchers: Sequence[asyncio.Task[None]]) -> None:
+    async def _cancel_on_stop(
+        self, producer: asyncio.Task[None], workers: Sequence[asyncio.Task[None]]
+    ) -> None:
         """On a stop, abandon the fetches in flight: their links stay pending for the next run;
-        whatever was already handed to the writer is still committed."""
+        whatever was already handed to the writer is still committed. The producer is left
+        to count the rest after a service stop (`counting_rest`), cancelled otherwise."""
         await self._stop.wait()
-        for task in fetchers:
+        for task in workers:
             task.cancel()
+        if not self.counting_rest:
+            producer.cancel()
 
     async def _heartbeat(self) -> None:
         """Tell the world this run is alive, so the next run can tell it from a dead one."""
@@ -395,11 +427,17 @@ class FetchJob:
             heartbeat = tasks.create_task(self._heartbeat())
             producer = tasks.create_task(self._produce_then_end(f.concurrency))
             workers = [tasks.create_task(self._fetch_worker(client)) for _ in range(f.concurrency)]
-            stopper = tasks.create_task(self._cancel_on_stop([producer, *workers]))
+            stopper = tasks.create_task(self._cancel_on_stop(producer, workers))
             # Done when every worker has had its end-of-input marker, or was cancelled by a stop.
             await asyncio.wait(workers)
+            if self.counting_rest:
+                await asyncio.wait([producer])  # reads the rest of the input, fetches nothing
             producer.cancel()
             stopper.cancel()
+            if self._stop.is_set():
+                left = self._dispatched - self._settled + self._not_attempted
+                if left:
+                    self.counts["not_attempted"] = left
             await self._write_q.put(None)  # the writer commits what it holds, then ends
             await writer
             heartbeat.cancel()
@@ -457,6 +495,10 @@ class FetchJob:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+# Results a service stop cut short: the link stays pending instead of being recorded.
+_CUT_SHORT = frozenset({Outcome.TRANSIENT, Outcome.RATE_LIMITED, Outcome.OPERATOR})
 
 
 def _root_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -416,9 +417,14 @@ def test_an_unreachable_upstream_stops_the_run_early_with_75(db_url: str, tmp_pa
     # --log-format json: every stderr line is one JSON object.
     records = [json.loads(line) for line in result.stderr.splitlines()]
     assert any(r["level"] == "error" and "did not answer" in r["message"] for r in records)
+    assert len([r for r in records if r["level"] == "error"]) == 1  # one line per stop
+    assert f"127.0.0.1:{port}" in result.stderr  # the line names the service's URL
     counts = table_counts(db_url)
-    # Stopped after a handful of links, not after trying all 200.
-    assert 10 <= counts["share_links"] < 50
+    # Stopped after a handful of links, not after trying all 200; the rest are counted.
+    assert 1 <= counts["share_links"] < 30
+    left = re.search(r"not attempted: (\d+), re-run", result.stdout)
+    assert left is not None, result.stdout
+    assert counts["share_links"] + int(left.group(1)) == 200
 
 
 def test_a_known_work_found_gone_by_force_is_marked_and_keeps_its_stats(

@@ -87,6 +87,9 @@ def finish(
     console.print(summary_table(title, summary.counts))
     if summary.message:
         console.print(f"[bold]stopped early:[/bold] {summary.message}")
+    if left := summary.counts.get("not_attempted"):
+        unread = " (and the rest of standard input)" if summary.counts.get("stdin_not_read") else ""
+        console.print(f"not attempted: {left}{unread}, re-run the same command to finish")
     for hint in hints:
         console.print(hint, markup=False, highlight=False)
     return code

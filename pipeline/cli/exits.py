@@ -7,10 +7,13 @@
 3   database problem: cannot connect, the schema needs `ingest db upgrade`, or the
     database stayed unreachable longer than --db-outage-seconds during the run
 4   another run holds the lock (overlapping `ingest refresh`); nothing was done
-75  temporary failure: some links still failed after retries (upstream down, rate
-    limited; a service that does not answer at all stops the run early); run the same
-    command again later to finish them
-77  operator action needed: the upstream rejected the token or its cookie expired
+75  temporary failure: some links still failed after retries, or the run stopped early
+    because the service did not answer, kept failing the same way (cannot reach Douyin),
+    kept rate limiting, or short links could not be resolved; run the same command again
+    later to finish (docs/operations.md)
+77  operator action needed: the upstream rejected the token, its cookie expired, it relayed
+    a captcha / verification challenge or a refused signature, or the endpoint does not
+    exist (wrong --api-base / --api-style)
 130 interrupted (Ctrl-C / SIGTERM); committed batches are kept, re-run to continue
 """
 

@@ -23,7 +23,7 @@ from pipeline.cli.options import (
 )
 from pipeline.config import FetchSettings
 from pipeline.errors import UsageError
-from pipeline.ingest import IngestJob, InputSource, dry_run_counts
+from pipeline.ingest import STDIN, IngestJob, InputSource, dry_run_counts
 from pipeline.progress import make_reporter, output_console, summary_table
 
 
@@ -31,7 +31,7 @@ def open_inputs(files: Sequence[str], stack: contextlib.ExitStack) -> list[Input
     sources = []
     for name in files:
         if name == "-":
-            sources.append(InputSource("<stdin>", sys.stdin.buffer))
+            sources.append(InputSource(STDIN, sys.stdin.buffer))
             continue
         try:
             stream = stack.enter_context(open(name, "rb"))  # noqa: SIM115

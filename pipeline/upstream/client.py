@@ -1,8 +1,11 @@
 """The upstream client: one aiohttp session, one rate limiter, bounded concurrency, retries.
 
 `await client.fetch(link)` never raises for upstream trouble: every way a request can end is a
-`FetchResult` with an outcome class (UPSTREAM.md §1.3). After an operator error (expired cookie,
-rejected token) the client stops: later calls return OPERATOR at once, without a request.
+`FetchResult` with an outcome class (UPSTREAM.md §1.3). Answers that concern the whole service
+(`pipeline.upstream.signals`) act once: throttling is one shared, growing cool-down; an
+operator problem (expired cookie, rejected token, captcha...) or the same failure for many
+works in a row stops the client (`service_stop`, logged once): later calls return at once,
+without a request, and the run stops.
 The service's redirects are never followed, bodies are decoded strictly (`decode.py`), and an
 answer about another work than the one asked for is UNUSABLE (docs/upstream.md).
 """
@@ -25,10 +28,18 @@ from pipeline.config import Secret
 from pipeline.inputs import ShareLink
 from pipeline.upstream.contracts import AmagiContract, Contract, SeedContract
 from pipeline.upstream.decode import too_large
-from pipeline.upstream.outcomes import FetchResult, Outcome
+from pipeline.upstream.outcomes import Cause, FetchResult, Outcome
 from pipeline.upstream.ratelimit import Clock, RateLimiter, Sleep
-from pipeline.upstream.resolve import resolve_short_link
+from pipeline.upstream.resolve import SHORT_HOST, resolve_short_link
 from pipeline.upstream.retry import RetryPolicy
+from pipeline.upstream.signals import (
+    OPERATOR_CAUSES,
+    Failure,
+    ServiceStop,
+    ServiceWatch,
+    operator_stop,
+    redact_url,
+)
 
 log = logging.getLogger("pipeline.upstream")
 
@@ -50,6 +61,7 @@ class _Step:
     http_status: int | None = None
     retry_after: float | None = None
     started_at: float | None = None
+    cause: Cause | None = None
 
 
 class _Stopped(Exception):
@@ -101,7 +113,16 @@ class UpstreamClient:
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
-        self.operator_error: str | None = None
+        self.service = redact_url(self.api_base)
+        self.short_link_host = (
+            f"{redact_url(resolve_base)} (--resolve-base)"
+            if resolve_base
+            else f"https://{SHORT_HOST}"
+        )
+        self.watch = ServiceWatch(self.service, self.short_link_host, retries=retries > 0)
+        self.service_stop: ServiceStop | None = None
+        self._stopped = asyncio.Event()
+        self._warned_no_answer = False
 
     def __repr__(self) -> str:
         return (
@@ -132,7 +153,20 @@ class UpstreamClient:
 
     @property
     def stopped(self) -> bool:
-        return self.operator_error is not None
+        return self.service_stop is not None
+
+    @property
+    def operator_error(self) -> str | None:
+        """The answer that stopped the client, when someone must act on it (exit 77)."""
+        stop = self.service_stop
+        return stop.short if stop is not None and stop.needs_operator else None
+
+    def _stop(self, stop: ServiceStop) -> None:
+        """Stop every fetch, once: the first stop wins and is the one line logged."""
+        if self.service_stop is None:
+            self.service_stop = stop
+            self._stopped.set()
+            log.error("stopping the run: %s", stop.message)
 
     async def fetch(self, link: ShareLink) -> FetchResult:
         """Fetch one work's detail, resolving a short link first when the style needs an id.
@@ -142,25 +176,29 @@ class UpstreamClient:
         the id from an OK answer. A gone answer never names the work: for a seed short link it
         marks no work at all (the answer's id alone is not trusted to say which work is gone).
         """
-        if self.operator_error is not None:
+        if self.service_stop is not None:
             return self._stopped_result(link.aweme_id, 0)
         asked, attempts = link.aweme_id, 0
         if self.contract.needs_aweme_id and asked is None:
-            step, attempts = await self._with_retries(lambda: self._resolve_once(link))
+            step, attempts = await self._with_retries(
+                lambda: self._resolve_once(link), link.key, resolving=True
+            )
             if step.outcome is not Outcome.OK:
                 return self._result(step, None, attempts)
             asked = step.aweme_id
         known = asked
-        step, more = await self._with_retries(lambda: self._fetch_once(link, known))
+        step, more = await self._with_retries(lambda: self._fetch_once(link, known), link.key)
         return self._result(_same_work(step, asked), asked, attempts + more)
 
     # -- retries ------------------------------------------------------------------------------
 
-    async def _with_retries(self, attempt: Callable[[], Awaitable[_Step]]) -> tuple[_Step, int]:
+    async def _with_retries(
+        self, attempt: Callable[[], Awaitable[_Step]], work: str, *, resolving: bool = False
+    ) -> tuple[_Step, int]:
         """Run `attempt` until it ends in a final outcome or the retry budget is spent."""
         tries = 0
         while True:
-            if self.operator_error is not None:
+            if self.service_stop is not None:
                 return self._stopped_step(), tries
             tries += 1
             try:
@@ -178,11 +216,11 @@ class UpstreamClient:
             )
             if step.outcome is Outcome.OK:
                 self.limiter.success()
-            elif step.outcome is Outcome.OPERATOR:
-                self.operator_error = step.reason
-                log.error("upstream operator error, stopping: %s", step.reason)
-            elif step.outcome is Outcome.RATE_LIMITED:
-                self._on_rate_limited(step, tries)
+            self._watch(step, work, resolving)
+            if self.service_stop is not None and step.outcome.retryable:
+                # This answer stopped the run (or came in after the stop): the link is left
+                # pending for the next run, not spent here.
+                return self._stopped_step(), tries
             if not step.outcome.retryable or tries >= self.policy.max_attempts:
                 if step.outcome.retryable and tries > 1:
                     step = _replace_reason(step, f"{step.reason}; gave up after {tries} attempts")
@@ -194,19 +232,56 @@ class UpstreamClient:
                 await self._sleep(delay)
             # After a 429 the wait is the limiter's shared pause, taken at the next acquire.
 
-    def _on_rate_limited(self, step: _Step, tries: int) -> None:
+    def _watch(self, step: _Step, work: str, resolving: bool) -> None:
+        """What this answer says about the whole service (`pipeline.upstream.signals`)."""
+        if step.outcome in (Outcome.OK, Outcome.GONE, Outcome.INVALID):
+            if not resolving:  # a short link resolving says nothing about the service
+                self.watch.success()
+        elif step.outcome is Outcome.OPERATOR:
+            # Every operator answer carries its cause (contracts.py); HTTP 401/403 is the
+            # one operator answer the client knew before causes, hence the fallback.
+            known = step.cause is not None and step.cause in OPERATOR_CAUSES
+            cause = step.cause if known and step.cause is not None else Cause.TOKEN_REJECTED
+            self._stop(operator_stop(cause, step.reason, self.service))
+        elif step.outcome is Outcome.RATE_LIMITED:
+            self._on_rate_limited(step, resolving)
+        elif step.outcome is Outcome.TRANSIENT:
+            kind = _failure_kind(step, resolving)
+            if kind in (Failure.NO_ANSWER, Failure.SHORT_LINK) and not self._warned_no_answer:
+                # Said once, before any stop: a run too short for a streak would otherwise
+                # end without naming the URL it could not reach.
+                self._warned_no_answer = True
+                where = (
+                    self.short_link_host if resolving else f"the upstream service at {self.service}"
+                )
+                log.warning("no answer from %s: %s; retrying", where, step.reason)
+            if stop := self.watch.failed(work, kind, step.reason):
+                self._stop(stop)
+
+    def _on_rate_limited(self, step: _Step, resolving: bool) -> None:
+        """One shared cool-down for every worker. Answers to requests that started before
+        the last cool-down began are the same congestion: they may lengthen the pause (their
+        Retry-After) but do not count again."""
+        fresh = self.limiter.slow_down(step.started_at)
+        if fresh:
+            where = self.short_link_host if resolving else f"the upstream service at {self.service}"
+            if stop := self.watch.throttled(where):
+                self._stop(stop)
+                return
+        streak = max(1, self.watch.throttle_streak)
+        pause = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2**streak)
         if step.retry_after is not None:
-            pause = self.policy.cap_retry_after(step.retry_after)
-        else:
-            pause = self.policy.backoff(tries, self._rng)
+            pause = max(pause, self.policy.cap_retry_after(step.retry_after))
         self.limiter.pause(pause)
-        self.limiter.slow_down(step.started_at)
-        log.warning(
-            "upstream rate limited (HTTP %s): pausing all requests %.1fs, rate now %.2f/s",
-            step.http_status,
-            pause,
-            self.limiter.rate,
-        )
+        if fresh:
+            log.warning(
+                "%s (HTTP %s): all requests cool down %.1fs (%d in a row), rate now %.2f/s",
+                step.reason,
+                step.http_status,
+                pause,
+                streak,
+                self.limiter.rate,
+            )
 
     # -- one attempt --------------------------------------------------------------------------
 
@@ -230,7 +305,9 @@ class UpstreamClient:
             problem = too_large(self.max_body_bytes)
             return _Step(Outcome.UNUSABLE, problem.reason, http_status=status, started_at=started)
         c = self.contract.classify(status, body, resp_headers)
-        return _Step(c.outcome, c.reason, c.detail, c.aweme_id, status, c.retry_after, started)
+        return _Step(
+            c.outcome, c.reason, c.detail, c.aweme_id, status, c.retry_after, started, c.cause
+        )
 
     async def _resolve_once(self, link: ShareLink) -> _Step:
         started: list[float] = []
@@ -245,10 +322,18 @@ class UpstreamClient:
         try:
             r = await resolve_short_link(link.url, hop, resolve_base=self.resolve_base)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return _Step(Outcome.TRANSIENT, "short link resolution: " + self._describe(exc))
+            return _Step(
+                Outcome.TRANSIENT,
+                f"short link lookup at {self.short_link_host}: " + self._describe(exc),
+            )
+        reason = r.reason
+        if r.outcome.retryable:  # name the host: the upstream service was not asked
+            reason = reason.replace(
+                "short link lookup", f"short link lookup at {self.short_link_host}"
+            )
         return _Step(
             r.outcome,
-            r.reason,
+            reason,
             None,
             r.aweme_id,
             r.http_status,
@@ -257,8 +342,18 @@ class UpstreamClient:
         )
 
     async def _turn(self) -> float:
-        started = await self.limiter.acquire()
-        if self.operator_error is not None:
+        """Wait for the rate limiter's turn, or for a stop: a run stopped while throttled
+        must not wait out every queued request's turn at the lowered rate first."""
+        if self.service_stop is None:
+            turn = asyncio.ensure_future(self.limiter.acquire())
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            await asyncio.wait((turn, stopped), return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if turn.done():
+                started = turn.result()
+            else:
+                turn.cancel()
+        if self.service_stop is not None:
             raise _Stopped
         return started
 
@@ -291,7 +386,13 @@ class UpstreamClient:
     # -- results ------------------------------------------------------------------------------
 
     def _stopped_step(self) -> _Step:
-        return _Step(Outcome.OPERATOR, f"stopped after an operator error: {self.operator_error}")
+        """The result of a fetch the stop cut short: OPERATOR after an operator stop, else
+        TRANSIENT (the run leaves such links pending either way)."""
+        stop = self.service_stop
+        assert stop is not None
+        if stop.needs_operator:
+            return _Step(Outcome.OPERATOR, f"stopped after an operator error: {stop.short}")
+        return _Step(Outcome.TRANSIENT, f"not attempted: the run stopped ({stop.short})")
 
     def _stopped_result(self, aweme_id: int | None, attempts: int) -> FetchResult:
         step = self._stopped_step()
@@ -303,6 +404,17 @@ class UpstreamClient:
         aweme_id = step.aweme_id if ok and asked is None else asked
         detail = step.detail if ok else None
         return FetchResult(step.outcome, detail, aweme_id, step.reason, attempts, step.http_status)
+
+
+def _failure_kind(step: _Step, resolving: bool) -> Failure:
+    """What a transient failure is made of, for the service's failure streak."""
+    if resolving:
+        return Failure.SHORT_LINK
+    if step.http_status is None:
+        return Failure.NO_ANSWER
+    if step.http_status == 200 and not step.reason.startswith("upstream response is"):
+        return Failure.SERVICE  # a failure envelope: the service works, Douyin does not
+    return Failure.HTTP_ERROR  # a 5xx, or a body cut off or not JSON
 
 
 def _same_work(step: _Step, asked: int | None) -> _Step:

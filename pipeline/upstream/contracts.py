@@ -13,16 +13,33 @@ from typing import Any, Protocol
 
 from pipeline.inputs import ShareLink, clean_text
 from pipeline.upstream.decode import BodyProblem, decode_body
-from pipeline.upstream.outcomes import Outcome
+from pipeline.upstream.outcomes import Cause, Outcome
 from pipeline.upstream.resolve import safe_origin
 from pipeline.upstream.retry import parse_retry_after
+from pipeline.upstream.signals import Scope, scope_of
 
 # amagi's wording when Douyin answered with an empty body: its cookie is missing or expired.
 EMPTY_BODY_MARK = "接口返回内容为空"
 _COOKIE_WORDING = re.compile(
     r"接口返回内容为空|cookie|\bck\b|ck\s*可能已经?失效|ck\s*已?失效", re.I
 )
-_GONE_STATUS = re.compile(r"原因\s*[:：]\s*(status_[a-z_]+)")
+# Service-wide wording in a failure's message or error description. No captured Douyin or
+# amagi answer shows a captcha, a refused signature or relayed throttling for the detail
+# endpoint: amagi relays Douyin's own `status_msg` as `message` (verbatim, no `error`), and
+# the wording below is what amagi itself writes for these situations (its Bilibili error-code
+# map: 验证码错误, 风控校验失败 (UA 或 wbi 参数不合法), 请求被拦截 (客户端 ip 被服务端风控),
+# 请求过于频繁，请稍后再试, 访问频次异常，请勿频繁操作; its Douyin log line 疑似触发验证码;
+# 签名生成失败). Unverified for Douyin itself; see docs/operations.md.
+_SIGNATURE_WORDING = re.compile(r"签名|signature|a_bogus|x-bogus|\bwbi\b", re.I)
+_VERIFICATION_WORDING = re.compile(
+    r"验证码|人机验证|安全验证|滑块|风控|captcha|\bverify\b|verification", re.I
+)
+_THROTTLE_WORDING = re.compile(
+    r"频繁|频次|太快|限流|rate[ _-]?limit|too many requests|too frequent", re.I
+)
+# amagi writes `原因：<token>` (ASCII token) only for Douyin's filter_detail.filter_reason:
+# status_self_see, status_deleted, item_not_exist, ... — the work is gone for good.
+_GONE_STATUS = re.compile(r"原因\s*[:：]\s*([a-z][a-z0-9_]{0,39})")
 _URL = re.compile(r"https?://\S+")
 _SAFE_REASON = re.compile(r"[^a-z0-9_]")
 COOKIE_REASON = "upstream service's Douyin cookie is missing or expired"
@@ -36,6 +53,12 @@ class Classification:
     reason: str = ""  # short, English, secret-free
     retry_after: float | None = None  # seconds, uncapped, from a Retry-After header
     aweme_id: int | None = None  # when the body names the work
+    cause: Cause | None = None  # set when the answer concerns the whole service
+
+    @property
+    def scope(self) -> Scope:
+        """This link, this attempt, or the whole service (`pipeline.upstream.signals`)."""
+        return scope_of(self.outcome, self.cause)
 
 
 class Contract(Protocol):
@@ -55,7 +78,7 @@ class Contract(Protocol):
         ...
 
 
-def _clean(text: object, limit: int = 80) -> str:
+def _clean(text: object, limit: int = 160) -> str:
     """Upstream free text made safe for a reason: no URLs (they may be signed), one line, short."""
     if not isinstance(text, str):
         return ""
@@ -89,11 +112,16 @@ def _by_status(status: int, headers: Mapping[str, str]) -> Classification | None
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         return Classification(
-            Outcome.RATE_LIMITED, reason="rate limited (HTTP 429)", retry_after=retry_after
+            Outcome.RATE_LIMITED,
+            reason="rate limited (HTTP 429)",
+            retry_after=retry_after,
+            cause=Cause.THROTTLED,
         )
     if status in (401, 403):
         return Classification(
-            Outcome.OPERATOR, reason=f"upstream rejected the API token (HTTP {status})"
+            Outcome.OPERATOR,
+            reason=f"upstream rejected the API token (HTTP {status})",
+            cause=Cause.TOKEN_REJECTED,
         )
     if status in (404, 405):
         # The route itself is missing: wrong --api-base or --api-style, not a missing work.
@@ -102,6 +130,7 @@ def _by_status(status: int, headers: Mapping[str, str]) -> Classification | None
             reason=(
                 f"upstream endpoint not found (HTTP {status}): check the API base URL and API style"
             ),
+            cause=Cause.ENDPOINT,
         )
     if status >= 500:
         return Classification(
@@ -149,6 +178,33 @@ def _bad_request(doc: object, status: int) -> Classification:
     )
 
 
+def _service_wide(text: str, hint: str) -> Classification | None:
+    """A failure whose words say it concerns the whole service (cookie, captcha, signature,
+    throttling), or None. `hint` is the service's own words, cleaned, for the reason."""
+    said = f": {hint}" if hint else ""
+    if _SIGNATURE_WORDING.search(text):
+        return Classification(
+            Outcome.OPERATOR,
+            reason=f"Douyin rejected the service's request signature{said}",
+            cause=Cause.SIGNATURE,
+        )
+    if _VERIFICATION_WORDING.search(text):
+        return Classification(
+            Outcome.OPERATOR,
+            reason=f"upstream relayed a captcha / verification challenge{said}",
+            cause=Cause.VERIFICATION,
+        )
+    if _COOKIE_WORDING.search(text):
+        return Classification(Outcome.OPERATOR, reason=COOKIE_REASON, cause=Cause.COOKIE)
+    if _THROTTLE_WORDING.search(text):
+        return Classification(
+            Outcome.RATE_LIMITED,
+            reason=f"upstream relayed rate limiting{said}",
+            cause=Cause.THROTTLED,
+        )
+    return None
+
+
 _MALFORMED = Classification(Outcome.TRANSIENT, reason="malformed JSON in upstream response")
 
 
@@ -180,14 +236,20 @@ class SeedContract:
             and isinstance(data.get("aweme_detail"), dict)
         ):
             return _from_douyin_body(data)
-        if isinstance(message, str) and _COOKIE_WORDING.search(message):
-            return Classification(Outcome.OPERATOR, reason=COOKIE_REASON)
         if code == 429:
-            return Classification(Outcome.RATE_LIMITED, reason="rate limited (upstream code 429)")
+            return Classification(
+                Outcome.RATE_LIMITED,
+                reason="rate limited (upstream code 429)",
+                cause=Cause.THROTTLED,
+            )
         if code in (401, 403):
             return Classification(
-                Outcome.OPERATOR, reason=f"upstream rejected the API token (code {code})"
+                Outcome.OPERATOR,
+                reason=f"upstream rejected the API token (code {code})",
+                cause=Cause.TOKEN_REJECTED,
             )
+        if isinstance(message, str) and (wide := _service_wide(message, _clean(message))):
+            return wide
         if code == 400:
             return _bad_request(doc, 400)
         if code in (0, 200):
@@ -236,8 +298,13 @@ class AmagiContract:
         if gone := _GONE_STATUS.search(text):
             return Classification(Outcome.GONE, reason=f"gone: {gone.group(1)}")
         if EMPTY_BODY_MARK in text:
-            return Classification(Outcome.OPERATOR, reason=COOKIE_REASON)
-        hint = _clean(doc.get("message"))
+            return Classification(Outcome.OPERATOR, reason=COOKIE_REASON, cause=Cause.COOKIE)
+        # The service's own words, both of them: the message (Douyin's status_msg when amagi
+        # relays one) and the error description (e.g. 原因：item_not_exist), never requestUrl.
+        said = [w for w in (_clean(doc.get("message")), _clean(description)) if w]
+        hint = " | ".join(dict.fromkeys(said))
+        if wide := _service_wide(text, hint):
+            return wide
         return Classification(
             Outcome.TRANSIENT, reason="upstream reported a failure" + (f": {hint}" if hint else "")
         )

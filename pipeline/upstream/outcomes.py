@@ -26,6 +26,22 @@ class Outcome(StrEnum):
         return self in (Outcome.RATE_LIMITED, Outcome.TRANSIENT)
 
 
+class Cause(StrEnum):
+    """Why an answer concerns the whole service, not one link (`pipeline.upstream.signals`)."""
+
+    COOKIE = "cookie_expired"  # amagi: 接口返回内容为空 (Douyin answered an empty body)
+    TOKEN_REJECTED = "token_rejected"  # noqa: S105 - HTTP 401/403 (or code 401/403, seed)
+    ENDPOINT = "endpoint_missing"  # HTTP 404/405: wrong --api-base or --api-style
+    VERIFICATION = "verification_challenge"  # captcha / verification / risk control
+    SIGNATURE = "signature_rejected"  # the service's request signature was refused
+    THROTTLED = "throttled"  # HTTP 429, or the service relays "too frequent"
+    # Recognised from a streak, never from one answer:
+    DOUYIN_UNREACHABLE = "douyin_unreachable"  # the same failure for many works in a row
+    SERVICE_DOWN = "service_down"  # no answer at all for many links in a row
+    SERVICE_FAILING = "service_failing"  # the same 5xx or broken body for many works in a row
+    SHORT_LINKS = "short_links_unreachable"  # the short-link host failed many links in a row
+
+
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     """The final result for one share link, after retries.

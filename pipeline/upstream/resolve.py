@@ -150,14 +150,14 @@ def _failure(status: int, headers: Mapping[str, str]) -> Resolution:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         return Resolution(
             Outcome.RATE_LIMITED,
-            reason="rate limited while resolving (HTTP 429)",
+            reason="short link lookup rate limited (HTTP 429)",
             http_status=status,
             retry_after=retry_after,
         )
     if status >= 500 or status in (403, 408):
         return Resolution(
             Outcome.TRANSIENT,
-            reason=f"short link resolution failed (HTTP {status})",
+            reason=f"short link lookup failed (HTTP {status})",
             http_status=status,
         )
     return Resolution(
