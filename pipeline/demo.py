@@ -68,9 +68,12 @@ async def run_demo(
     settings: Settings, engine: Engine, sources: Sequence[InputSource], reporter: Reporter
 ) -> RunSummary:
     faults = FaultConfig(latency_s=0.05, gone_ids=frozenset({DEMO_GONE_ID}))
-    async with FakeUpstream(seed=0, faults=faults) as fake:
+    style = settings.fetch.api_style
+    async with FakeUpstream(seed=0, faults=faults, style=style) as fake:
         base = await fake.start()
-        fetch = dataclasses.replace(settings.fetch, api_base=base, resolve_base=base)
+        fetch = dataclasses.replace(
+            settings.fetch, api_base=base, resolve_base=fake.short_link_base
+        )
         job = IngestJob(dataclasses.replace(settings, fetch=fetch), engine, reporter, sources)
         return await job.run()
 

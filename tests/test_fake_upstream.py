@@ -454,3 +454,20 @@ def test_cli_prints_its_base_url_and_serves():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(("style", "other_path"), [("amagi", SEED_PATH), ("seed", AMAGI_PATH)])
+async def test_a_fake_of_one_style_answers_only_its_own_route(style, other_path, http):
+    """Like the real services: the other contract's route is Express's HTML 404, and short
+    links live on a port of their own (Douyin's short-link host), not on the service's."""
+    async with FakeUpstream(seed=7, style=style) as fake:
+        base = await fake.start()
+        assert fake.short_link_base not in (None, base)
+        code = fake.short_link(IDS[0]).removeprefix("https://v.douyin.com")
+        for path in (other_path, code):
+            async with http.get(base + path, allow_redirects=False) as response:
+                assert response.status == 404
+                assert response.content_type == "text/html"
+                assert f"Cannot GET {path}" in await response.text()
+        async with http.get(fake.short_link_base + code, allow_redirects=False) as response:
+            assert response.status == 302

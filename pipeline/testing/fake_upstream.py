@@ -39,7 +39,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -130,6 +130,11 @@ class FakeUpstream:
 
     `clock` stamps requests and drives the rate limit; simulated time (`sim_time`, default 0,
     moved only by `advance`) drives the counts served.
+
+    `style` makes it one real service: only that contract's route (the other's answers
+    Express's HTML 404, as real amagi does for the seed route), and short links on a port of
+    their own (`short_link_base`, for `--resolve-base`). Without it, one port serves both
+    contracts and the short links: a convenience for tests that exercise both.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class FakeUpstream:
         clock: Callable[[], float] = time.monotonic,
         sim_time: float | None = None,
         author_pool: int = payloads.AUTHOR_POOL,
+        style: Literal["seed", "amagi"] | None = None,
     ) -> None:
         self.seed = seed
         self.faults = faults
@@ -152,13 +158,21 @@ class FakeUpstream:
         self._attempts: Counter[int] = Counter()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self.style = style
+        self.short_link_base: str | None = None  # set by start()
         self.app = web.Application(middlewares=[_like_express])
-        self.app.router.add_get(SEED_PATH, self._seed)
-        self.app.router.add_get(AMAGI_PATH, self._amagi)
+        if style in (None, "seed"):
+            self.app.router.add_get(SEED_PATH, self._seed)
+        if style in (None, "amagi"):
+            self.app.router.add_get(AMAGI_PATH, self._amagi)
         self.app.router.add_post("/_fake/advance", self._advance)
         self.app.router.add_get("/_fake/state", self._state)
-        self.app.router.add_get("/{code}/", self._short_link)
-        self.app.router.add_get("/sl/{code}/", self._short_link)
+        # Short links are Douyin's (v.douyin.com), not the service's: a service of one style
+        # serves them on a port of their own (`short_link_base`), like the real peers.
+        self._short_app = self.app if style is None else web.Application()
+        self._short_app.router.add_get("/{code}/", self._short_link)
+        self._short_app.router.add_get("/sl/{code}/", self._short_link)
+        self._short_runner: web.AppRunner | None = None
 
     # -- public helpers --------------------------------------------------------------------
 
@@ -172,6 +186,13 @@ class FakeUpstream:
         await site.start()
         bound_host, bound_port = self._runner.addresses[0][:2]
         self.base_url = f"http://{bound_host}:{bound_port}"
+        self.short_link_base = self.base_url
+        if self._short_app is not self.app:
+            self._short_runner = web.AppRunner(self._short_app, access_log=None)
+            await self._short_runner.setup()
+            await web.TCPSite(self._short_runner, host, 0).start()
+            short_host, short_port = self._short_runner.addresses[0][:2]
+            self.short_link_base = f"http://{short_host}:{short_port}"
         return self.base_url
 
     async def close(self) -> None:
@@ -179,6 +200,9 @@ class FakeUpstream:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._short_runner is not None:
+            await self._short_runner.cleanup()
+            self._short_runner = None
 
     async def __aenter__(self) -> FakeUpstream:
         return self

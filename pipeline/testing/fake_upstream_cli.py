@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add("--redirect-target", default=None, help="base URL that off-host redirects point to")
     add("--sim-time", type=float, default=0.0, help="initial simulated time in seconds")
+    add(
+        "--style", choices=("seed", "amagi"), default=None,
+        help="serve only this contract, like the real service, with short links on a port of "
+        "their own (printed second); default: both contracts and short links on one port",
+    )  # fmt: skip
     parser.epilog = "Set FAKE_UPSTREAM_TOKEN to require `Authorization: Bearer <token>`."
     return parser
 
@@ -73,8 +78,12 @@ def _faults(args: argparse.Namespace) -> FaultConfig:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    async with FakeUpstream(seed=args.seed, faults=_faults(args), sim_time=args.sim_time) as fake:
+    async with FakeUpstream(
+        seed=args.seed, faults=_faults(args), sim_time=args.sim_time, style=args.style
+    ) as fake:
         print(await fake.start(args.host, args.port), flush=True)
+        if fake.short_link_base != fake.base_url:
+            print(fake.short_link_base, flush=True)
         await asyncio.Event().wait()  # until Ctrl-C
 
 

@@ -1,8 +1,8 @@
 """The bundled fake (pipeline/testing/fake_upstream.py) answers like the real amagi 5.8.0 server:
 same HTTP status, media type and envelope shape for the same situation (issue 11, item 5).
 
-Written to the real server's behaviour. Where the fake differs today the case is a strict xfail
-naming the difference, so fixing the fake turns it into a failure that asks for the mark to go.
+Written to the real server's behaviour, against the fake in its amagi style (`style="amagi"`:
+one contract's route, short links on a port of their own).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def peers(
     douyin.script(COOKIE, Douyin.EMPTY)
     return Peers(
         amagi,
-        fake_server(seed=SEED, faults=FaultConfig(gone_ids=frozenset({GONE}))),
-        fake_server(seed=SEED, faults=FaultConfig(cookie_expired=True)),
+        fake_server(seed=SEED, faults=FaultConfig(gone_ids=frozenset({GONE})), style="amagi"),
+        fake_server(seed=SEED, faults=FaultConfig(cookie_expired=True), style="amagi"),
     )
 
 
@@ -73,10 +73,6 @@ def shape(answer: Answer) -> dict[str, Any]:
     return out
 
 
-def differs(what: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=f"the fake differs from real amagi: {what}")
-
-
 @pytest.mark.parametrize(
     "path",
     [
@@ -89,9 +85,7 @@ def differs(what: str) -> Any:
         pytest.param(f"{WORK}?aweme_id=abc", id="non-numeric-id"),
         pytest.param("/api/douyin/no_such_route", id="unknown-path"),
         pytest.param(
-            f"/douyin/fetch_one_work?url=https://www.douyin.com/video/{OK}",
-            id="seed-path",
-            marks=differs("serves the seed route on the amagi port (real amagi: HTML 404)"),
+            f"/douyin/fetch_one_work?url=https://www.douyin.com/video/{OK}", id="seed-path"
         ),
     ],
 )
@@ -99,7 +93,6 @@ def test_same_answer_shape(peers: Peers, path: str) -> None:
     assert shape(http_get(peers.fake.url, path)) == shape(http_get(peers.amagi.url, path))
 
 
-@differs("serves short links on the amagi port (real amagi: HTML 404)")
 def test_short_link_path(peers: Peers) -> None:
     path = peers.fake.fake.short_link(OK).removeprefix("https://v.douyin.com")
     assert shape(http_get(peers.fake.url, path)) == shape(http_get(peers.amagi.url, path))
