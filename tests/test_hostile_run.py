@@ -13,6 +13,7 @@ from io import BytesIO
 from aiohttp import web
 from sqlalchemy import create_engine, text
 
+from helpers import serving
 from pipeline.cli import EXIT_SOME_FAILED, exit_code_for
 from pipeline.config import FetchSettings, Settings
 from pipeline.ingest import IngestJob, InputSource
@@ -80,25 +81,21 @@ class NullReporter:
 async def _run(db_url: str) -> tuple[str, Counter[str]]:
     app = web.Application()
     app.router.add_get("/douyin/fetch_one_work", _service)
-    runner = web.AppRunner(app, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
     engine = create_engine(db_url)
     try:
-        settings = Settings(
-            fetch=FetchSettings(api_base=f"http://{host}:{port}", rate=1000, concurrency=4),
-            batch_seconds=0.1,
-            batch_size=5,
-        )
-        lines = "".join(f"{i}\n" for i in IDS[:15]).encode()
-        job = IngestJob(settings, engine, NullReporter(), [InputSource("in", BytesIO(lines))])
-        summary = await asyncio.wait_for(job.run(), timeout=60)
-        return summary.status, summary.counts
+        async with serving(app) as base:
+            settings = Settings(
+                fetch=FetchSettings(api_base=base, rate=1000, concurrency=4),
+                batch_seconds=0.1,
+                batch_size=5,
+            )
+            lines = "".join(f"{i}\n" for i in IDS[:15]).encode()
+            source = InputSource("in", BytesIO(lines))
+            job = IngestJob(settings, engine, NullReporter(), [source])
+            summary = await asyncio.wait_for(job.run(), timeout=60)
+            return summary.status, summary.counts
     finally:
         engine.dispose()
-        await runner.cleanup()
 
 
 def test_hostile_payloads_fail_their_link_and_nothing_else(db_url: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from helpers import serving
 from pipeline.inputs import ShareLink, canonical_link
 from pipeline.upstream.client import UpstreamClient
 from pipeline.upstream.outcomes import Outcome
@@ -91,25 +92,13 @@ class Service:
         return web.Response(text="no redirect here")
 
 
-async def _serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture
 async def world() -> AsyncIterator[tuple[Service, str, Listener]]:
     listener = Listener()
     await listener.start()
     service = Service(listener)
     try:
-        async for base in _serve(service.app):
+        async with serving(service.app) as base:
             yield service, base, listener
     finally:
         await listener.close()

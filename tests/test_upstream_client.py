@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from helpers import serving
 from pipeline.inputs import ShareLink, canonical_link
 from pipeline.testing.fake_upstream import FakeUpstream, FaultConfig
 from pipeline.testing.payloads import sample_aweme_ids
@@ -242,18 +243,6 @@ async def test_token_is_sent_and_never_leaks(
 # -- tiny ad-hoc servers: body cap, redirect rules -----------------------------------------------
 
 
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-
-
 class Tiny:
     """A small app whose routes exercise what the fake does not."""
 
@@ -312,7 +301,7 @@ class Tiny:
 @pytest.fixture
 async def tiny() -> AsyncIterator[tuple[Tiny, str]]:
     server = Tiny()
-    async for base in serve(server.app):
+    async with serving(server.app) as base:
         yield server, base
 
 
