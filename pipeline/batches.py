@@ -131,7 +131,7 @@ class BatchCommitter:
 def _log_outcome(d: FetchedLink) -> None:
     """The -v line of one link, once its outcome is committed."""
     r = d.record
-    outcome = d.count_key if d.counted_as else r.outcome
+    outcome = d.count_key
     if d.temporary:
         outcome = "failed_temporary"
     links_log.info(

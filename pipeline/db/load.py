@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy import BigInteger, Connection, Table, bindparam, func, select, true, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -42,8 +42,6 @@ from pipeline.db.models import (
     WorkStat,
 )
 from pipeline.rows import FlatWork
-
-T = TypeVar("T")
 
 
 def table(model: type[Base]) -> Table:
