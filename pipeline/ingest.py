@@ -4,6 +4,11 @@ Lines are streamed from every source, parsed into share links, de-duplicated wit
 and checked against the database in chunks (links already loaded or known gone are skipped
 unless --force) before they are queued for fetching. Rejected lines are recorded with their
 reason like any other outcome.
+
+Several `ingest` processes may read overlapping inputs against one database: each claims the
+links it fetches (`link_claims`, with a lease, `pipeline.db.claims`), and a link another live
+process holds is put aside and looked at again later, when its fate is known (skipped like
+any known link) or its holder died (its lease ended: claimed and fetched here).
 """
 
 from __future__ import annotations
@@ -16,17 +21,31 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import BinaryIO, Unpack
 
 from sqlalchemy import Connection, Engine
 
 from pipeline.batches import KNOWN_FAILED, KNOWN_INVALID, SKIPPED_KNOWN, FetchedLink
 from pipeline.config import Settings
-from pipeline.db.runs import KnownFate, LinkRecord, known_links, rejected_before
+from pipeline.db.claims import (
+    DEFAULT_LEASE,
+    claim_links,
+    release_claims,
+    renew_claims,
+    settle_links,
+)
+from pipeline.db.runs import (
+    KnownFate,
+    LinkRecord,
+    abandon_dead_runs,
+    known_links,
+    rejected_before,
+)
 from pipeline.db.tracking import LinkOutcome
 from pipeline.input_files import iter_input_lines
 from pipeline.inputs import Deduplicator, InputLine, ShareLink
-from pipeline.run import FetchJob, JobOptions, Reporter
+from pipeline.run import FetchJob, JobOptions, Reporter, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +84,24 @@ class IngestJob(FetchJob):
         engine: Engine,
         reporter: Reporter,
         sources: Sequence[InputSource],
+        lease: timedelta = DEFAULT_LEASE,
         **job_options: Unpack[JobOptions],
     ) -> None:
         super().__init__(settings, engine, reporter, **job_options)
         self.sources = sources
+        self.lease = lease
+        self._held_elsewhere: list[tuple[ShareLink, str]] = []  # claimed by another process
+
+    async def run(self) -> RunSummary:
+        try:
+            return await super().run()
+        finally:
+            await release_claims(self.engine, self.run_id)
+
+    async def _heartbeat(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(super()._heartbeat())
+            tasks.create_task(renew_claims(self.engine, self.run_id, self.lease))
 
     async def _produce(self) -> None:
         dedup = Deduplicator()
@@ -115,6 +148,7 @@ class IngestJob(FetchJob):
                 if self.counts["lines"] % 1000 == 0:
                     self.report()
             await self._dispatch(pending)
+            await self._dispatch_held_elsewhere()
         finally:
             lines.close()
             self.counts["skipped_blank"] = lines.skipped
@@ -132,6 +166,7 @@ class IngestJob(FetchJob):
         ]
         before = rejected_before(conn, self.run_id, rejected)
         fix = super()._record(conn, batch)
+        settle_links(conn, self.run_id, [d.record.link_key for d in batch])
         if before:
             fix["invalid"] -= len(before)
             fix["known_invalid"] += len(before)
@@ -140,19 +175,22 @@ class IngestJob(FetchJob):
     async def _dispatch(self, pending: list[tuple[ShareLink, str]]) -> None:
         """Skip links already loaded, known gone, rejected by the service as invalid, or failed
         permanently (unless --force), queue the rest. A skipped link is still recorded for this
-        run, with its known fate: every line, every time."""
+        run, with its known fate: every line, every time. A link another process is fetching
+        is put aside (`_dispatch_held_elsewhere`)."""
         if not pending:
             return
-        if self.settings.force:
-            known: dict[str, KnownFate] = {}
-        else:
-            keys = [link.key for link, _ in pending]
-            ids = [link.aweme_id for link, _ in pending if link.aweme_id is not None]
-            known = await self._db("known-links check", lambda: self._known(keys, ids))
+        keys = [link.key for link, _ in pending]
+        ids = [link.aweme_id for link, _ in pending if link.aweme_id is not None]
+        # Claim first, then look the fates up: a holder commits a link's fate and drops its
+        # claim in one transaction, so a link is either still claimed or already known.
+        claimed, known = await self._db("known-links check", lambda: self._known(keys, ids))
         for link, where in pending:
             fate = known.get(link.key)
             if fate is None:
-                await self._enqueue(link, where)
+                if link.key in claimed:
+                    await self._enqueue(link, where)
+                else:
+                    self._held_elsewhere.append((link, where))
                 continue
             record = LinkRecord(
                 link.key, link.url, fate.aweme_id, fate.outcome, fate.reason, 0, where
@@ -160,9 +198,31 @@ class IngestJob(FetchJob):
             skipped = _SKIPPED_AS.get(fate.outcome, SKIPPED_KNOWN)
             await self._hand_to_writer(FetchedLink(record, None, counted_as=skipped))
 
-    def _known(self, keys: list[str], ids: list[int]) -> dict[str, KnownFate]:
+    async def _dispatch_held_elsewhere(self) -> None:
+        """The links other processes were fetching: wait until each is known (then skipped
+        like any known link) or free (its holder died: then fetched here)."""
+        poll = min(1.0, self.lease.total_seconds() / 4)
+        while self._held_elsewhere and not self._stop.is_set():
+            waiting, self._held_elsewhere = self._held_elsewhere, []
+            # A holder found dead holds nothing: its links are claimed here at once.
+            await self._db("dead runs check", lambda: self._in_transaction(abandon_dead_runs))
+            for start in range(0, len(waiting), _KNOWN_CHECK_CHUNK):
+                await self._dispatch(waiting[start : start + _KNOWN_CHECK_CHUNK])
+            if self._held_elsewhere:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), poll)
+        if self._held_elsewhere:
+            self.not_attempted(len(self._held_elsewhere))
+            self._held_elsewhere = []
+
+    def _known(self, keys: list[str], ids: list[int]) -> tuple[set[str], dict[str, KnownFate]]:
+        assert self.run_id is not None
+        run_id = self.run_id
+        claimed = self._in_transaction(lambda conn: claim_links(conn, run_id, keys, self.lease))
+        if self.settings.force:
+            return claimed, {}
         with self.engine.connect() as conn:
-            return known_links(conn, keys, ids)
+            return claimed, known_links(conn, keys, ids)
 
 
 class LinesFromThread:

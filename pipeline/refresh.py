@@ -1,31 +1,47 @@
 """`ingest refresh`: re-fetch known works that are due and append statistics snapshots.
 
-Safe in cron: a PostgreSQL advisory lock, held on a dedicated connection for the whole run,
-lets only one refresh work at a time; a second one exits at once (`AlreadyRunning`). A run
-killed even with SIGKILL drops its connection and so its lock, and every batch it committed
-stays: the next run simply finds fewer works due.
+Many workers, one database: any number of refresh processes, on any number of hosts, work
+through the due works together. Each claims a small page of them at a time (`FOR UPDATE SKIP
+LOCKED` and a lease in `work_claims`, `pipeline.db.claims`), fetches them, and releases the
+claims in the transaction that records their fate; so every due work is fetched once. A worker
+killed even with SIGKILL stops renewing its leases: once they end, the others take its works,
+and every batch it committed stays. A worker out of due works waits while others still hold
+claims on due works, so a dead worker's share is always finished by whoever is left.
+
+`--exclusive` keeps the old cron rule instead: a PostgreSQL advisory lock lets that run work
+alone, and it exits at once (`AlreadyRunning`) when another refresh is running, as a default
+refresh does while an exclusive one runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Unpack
+from typing import Unpack
 
-from sqlalchemy import Connection, Engine, Row, text
+from sqlalchemy import Connection, Engine, text
 
 from pipeline.batches import FetchedLink
 from pipeline.config import Settings
-from pipeline.db.outage import OutageGuard
+from pipeline.db.claims import (
+    DEFAULT_LEASE,
+    LIVE_CLAIM_SQL,
+    drop_expired,
+    release_claims,
+    renew_claims,
+    settle_works,
+)
+from pipeline.db.runs import abandon_dead_runs
 from pipeline.db.state import mark_gone, reschedule
 from pipeline.db.tracking import LinkOutcome
 from pipeline.errors import AlreadyRunning
 from pipeline.inputs import ShareLink, canonical_link
-from pipeline.run import FetchJob, JobOptions, Reporter, gone_works, utc_now
+from pipeline.run import FetchJob, JobOptions, Reporter, RunSummary, gone_works, utc_now
 from pipeline.schedule import RETRY_FAILED_AFTER
 
 # pg_advisory_lock key: any constant unique to this job.
@@ -41,6 +57,8 @@ class RefreshOptions:
     budget_seconds: float | None = None  # stop starting new fetches after this long
     only_authors: tuple[str, ...] = ()  # sec_uids
     dry_run: bool = False
+    lease: timedelta = DEFAULT_LEASE  # how long a claim holds without renewal
+    poll_seconds: float = 1.0  # out of due works while others hold some: look again after
 
 
 def _due_filters(options: RefreshOptions) -> list[str]:
@@ -70,51 +88,6 @@ def _due_params(options: RefreshOptions, as_of: datetime) -> dict[str, object]:
     }
 
 
-def _due_query(options: RefreshOptions) -> tuple[str, str]:
-    """SQL selecting one page of due works, and the column it is ordered by.
-
-    Both orders are served by a partial index over available works (gone_at IS NULL), so the
-    database reads only the due rows it returns, not the whole table."""
-    order = "last_fetched_at" if options.stale_after is not None else "next_check_at"
-    filters = [*_due_filters(options), f"(w.{order}, w.aweme_id) > (:after_t, :after_id)"]
-    sql = (
-        f"SELECT w.aweme_id, w.{order} AS due_key, "
-        "(SELECT s.url FROM share_links s WHERE s.aweme_id = w.aweme_id "
-        "  AND s.last_outcome = 'loaded' ORDER BY s.last_seen_at DESC LIMIT 1) AS link "
-        f"FROM works w WHERE {' AND '.join(filters)} "
-        f"ORDER BY w.{order}, w.aweme_id LIMIT :page"
-    )
-    return sql, order
-
-
-def iter_due_pages(
-    engine: Engine,
-    options: RefreshOptions,
-    as_of: datetime,
-    page: int = _PAGE,
-    guard: OutageGuard | None = None,
-) -> Iterator[list[tuple[int, str | None]]]:
-    """Pages of due works, oldest due first. Keyset paging: each page is one short query on
-    its own connection, and a work fetched (and so rescheduled) meanwhile is never reselected.
-    With a `guard`, each page's query rides out a database outage."""
-    sql, _ = _due_query(options)
-    after_t, after_id = datetime.min.replace(tzinfo=as_of.tzinfo), -(2**63)
-    params = {**_due_params(options, as_of), "page": page}
-
-    def one_page() -> list[Row[Any]]:
-        with engine.connect() as conn:
-            rows = conn.execute(text(sql), {**params, "after_t": after_t, "after_id": after_id})
-            return list(rows.all())
-
-    while True:
-        batch = guard.call("due-works query", one_page) if guard else one_page()
-        if batch:
-            yield [(r.aweme_id, r.link) for r in batch]
-        if len(batch) < page:
-            return
-        after_t, after_id = batch[-1].due_key, batch[-1].aweme_id
-
-
 def count_due(engine: Engine, options: RefreshOptions, as_of: datetime | None = None) -> int:
     """How many works a refresh would check now (before --limit and --budget-seconds)."""
     sql = f"SELECT count(*) FROM works w WHERE {' AND '.join(_due_filters(options))}"
@@ -123,21 +96,101 @@ def count_due(engine: Engine, options: RefreshOptions, as_of: datetime | None = 
         return int(conn.execute(text(sql), params).scalar_one())
 
 
+def _due_query(options: RefreshOptions) -> tuple[str, str]:
+    """SQL locking one page of due works no live claim holds, oldest due first, and the
+    column it is ordered by. `SKIP LOCKED` passes over rows another worker is claiming this
+    instant. Both orders are served by a partial index over available works (gone_at IS
+    NULL), so the database reads only the due rows it returns, not the whole table."""
+    order = "last_fetched_at" if options.stale_after is not None else "next_check_at"
+    filters = [
+        *_due_filters(options),
+        "NOT EXISTS (SELECT 1 FROM work_claims c WHERE c.aweme_id = w.aweme_id "
+        f"AND {LIVE_CLAIM_SQL.format(c='c')})",
+    ]
+    sql = (
+        f"SELECT w.aweme_id, w.{order} AS due_key FROM works w "
+        f"WHERE {' AND '.join(filters)} "
+        f"ORDER BY w.{order}, w.aweme_id LIMIT :page FOR UPDATE OF w SKIP LOCKED"
+    )
+    return sql, order
+
+
+def _claim_sql(options: RefreshOptions) -> str:
+    """One statement: lock a page of due, unclaimed works, claim them for this run, and return
+    them with the link each was loaded from. ON CONFLICT has the final word: a claim another
+    worker committed after this statement's snapshot still wins (its lease has not ended), so
+    two workers never both get a work."""
+    due, _ = _due_query(options)
+    return (
+        f"WITH due AS ({due}), "
+        "claimed AS (INSERT INTO work_claims (aweme_id, run_id, lease_until) "
+        "  SELECT aweme_id, :run_id, clock_timestamp() + :lease FROM due "
+        "  ON CONFLICT (aweme_id) DO UPDATE "
+        "  SET run_id = excluded.run_id, lease_until = excluded.lease_until "
+        f"  WHERE NOT ({LIVE_CLAIM_SQL.format(c='work_claims')}) RETURNING aweme_id) "
+        "SELECT d.aweme_id, "
+        "(SELECT s.url FROM share_links s WHERE s.aweme_id = d.aweme_id "
+        "  AND s.last_outcome = 'loaded' ORDER BY s.last_seen_at DESC LIMIT 1) AS link "
+        "FROM due d JOIN claimed USING (aweme_id) ORDER BY d.due_key, d.aweme_id"
+    )
+
+
+def claim_due(
+    conn: Connection,
+    options: RefreshOptions,
+    as_of: datetime,
+    run_id: int,
+    page: int = _PAGE,
+) -> list[tuple[int, str | None]]:
+    """Claim up to `page` due works for this run (oldest due first): (aweme_id, link)."""
+    params = {
+        **_due_params(options, as_of),
+        "page": page,
+        "run_id": run_id,
+        "lease": options.lease,
+    }
+    return [(r.aweme_id, r.link) for r in conn.execute(text(_claim_sql(options)), params)]
+
+
+def claimed_elsewhere(conn: Connection, options: RefreshOptions, as_of: datetime) -> bool:
+    """Whether some due work is claimed by a live run (this one or another): it will either be
+    settled (no longer due) or, if its holder died, free once the lease ends or the run is
+    found dead. A work resting after a failed fetch (claimed by no run) is not waited for."""
+    sql = (
+        "SELECT EXISTS (SELECT 1 FROM works w JOIN work_claims c USING (aweme_id) "
+        f"WHERE {' AND '.join(_due_filters(options))} "
+        f"AND c.run_id IS NOT NULL AND {LIVE_CLAIM_SQL.format(c='c')})"
+    )
+    return bool(conn.execute(text(sql), _due_params(options, as_of)).scalar_one())
+
+
 @contextlib.contextmanager
-def refresh_lock(engine: Engine) -> Iterator[Connection]:
-    """Hold the refresh advisory lock on a dedicated connection, or raise AlreadyRunning."""
+def refresh_lock(engine: Engine, *, exclusive: bool = False) -> Iterator[Connection]:
+    """Hold the refresh advisory lock on a dedicated connection: shared by the default
+    refreshes (they work together), exclusive with `--exclusive`. Raises AlreadyRunning when
+    an exclusive refresh runs, or, for an exclusive one, when any refresh runs.
+
+    The lock says who may start; it is not what keeps workers apart (the claims are), so a
+    database outage that drops the lock's connection cannot make two workers fetch alike."""
+    suffix = "" if exclusive else "_shared"
     with engine.connect() as conn:
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": REFRESH_LOCK_KEY})
+        got = conn.execute(
+            text(f"SELECT pg_try_advisory_lock{suffix}(:k)"), {"k": REFRESH_LOCK_KEY}
+        )
         conn.commit()
         if not got.scalar_one():
             raise AlreadyRunning(
-                "another `ingest refresh` is running on this database; this one did nothing"
+                "another `ingest refresh` is running on this database"
+                + (" (--exclusive): " if exclusive else " with --exclusive: ")
+                + "this one did nothing"
             )
         try:
             yield conn
         finally:
             with contextlib.suppress(Exception):
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": REFRESH_LOCK_KEY})
+                conn.execute(
+                    text(f"SELECT pg_advisory_unlock{suffix}(:k)"), {"k": REFRESH_LOCK_KEY}
+                )
                 conn.commit()
 
 
@@ -154,24 +207,68 @@ class RefreshJob(FetchJob):
     ) -> None:
         super().__init__(settings, engine, reporter, **job_options)
         self.options = options
+        # A page a little larger than the fetch queue: claims are not held much longer
+        # than it takes to fetch them, so a dead worker strands little work.
+        self._page = max(8, min(_PAGE, settings.fetch.concurrency * 4))
+
+    async def run(self) -> RunSummary:
+        try:
+            return await super().run()
+        finally:
+            await release_claims(self.engine, self.run_id)
+
+    async def _heartbeat(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(super()._heartbeat())
+            tasks.create_task(renew_claims(self.engine, self.run_id, self.options.lease))
 
     async def _produce(self) -> None:
         as_of = self.now()
         loop = asyncio.get_running_loop()
         started = loop.time()
         budget, limit = self.options.budget_seconds, self.options.limit
-        pages = iter_due_pages(self.engine, self.options, as_of, guard=self.guard)
-        while (page := await asyncio.to_thread(next, pages, None)) is not None:
-            for aweme_id, url in page:
+        await self._db("claims cleanup", lambda: self._in_transaction(drop_expired))
+        while True:
+            page = self._page if limit is None else min(self._page, limit - self.counts["due"])
+            if page <= 0:
+                return
+            claimed = await self._db("due-works claim", functools.partial(self._claim, as_of, page))
+            if not claimed:
+                # Others may hold due works: wait for them to finish, or for a dead one's
+                # leases to end, then claim again.
+                if not await self._db("claims check", lambda: self._claimed_elsewhere(as_of)):
+                    return
+                await self._sleep_or_stop(self.options.poll_seconds)
                 if self._stop.is_set():
                     return
-                if limit is not None and self.counts["due"] >= limit:
+                if budget is not None and loop.time() - started >= budget:
+                    self.counts["stopped_by_budget"] = 1
+                    return
+                continue
+            for aweme_id, url in claimed:
+                if self._stop.is_set():
                     return
                 if budget is not None and loop.time() - started >= budget:
                     self.counts["stopped_by_budget"] = 1
                     return
                 self.counts["due"] += 1
                 await self._enqueue(_refresh_link(aweme_id, url, self.settings), "refresh")
+
+    def _claim(self, as_of: datetime, page: int) -> list[tuple[int, str | None]]:
+        assert self.run_id is not None
+        run_id = self.run_id
+        return self._in_transaction(lambda conn: claim_due(conn, self.options, as_of, run_id, page))
+
+    def _claimed_elsewhere(self, as_of: datetime) -> bool:
+        def check(conn: Connection) -> bool:
+            abandon_dead_runs(conn)  # a dead worker's claims are free at once
+            return claimed_elsewhere(conn, self.options, as_of)
+
+        return self._in_transaction(check)
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _flush(self, batch: list[FetchedLink]) -> None:
         await super()._flush(batch)
@@ -182,7 +279,9 @@ class RefreshJob(FetchJob):
     def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> Counter[str]:
         """Refresh fetches works, not input links: share_links only changes where a link left
         failed now has its work loaded. Gone works are marked; failed ones are not due again
-        at once, so they cannot starve the others."""
+        at once, so they cannot starve the others. The claims are settled in the same
+        transaction."""
+        assert self.run_id is not None
         now = self.now()
         mark_gone(conn, gone_works(batch), now)
         failed = [
@@ -192,6 +291,12 @@ class RefreshJob(FetchJob):
             and d.record.aweme_id is not None
         ]
         reschedule(conn, failed, now + RETRY_FAILED_AFTER)
+        done = [
+            d.record.aweme_id
+            for d in batch
+            if d.record.aweme_id is not None and d.record.aweme_id not in set(failed)
+        ]
+        settle_works(conn, self.run_id, done, failed, RETRY_FAILED_AFTER)
         return self._resolve(conn, batch)
 
 

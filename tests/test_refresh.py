@@ -152,9 +152,12 @@ def _ingest_fixture_works(
     return ids
 
 
-def test_overlapping_refreshes_one_works_the_other_exits_4(
-    db_url: str, fake_server: Callable[..., ThreadedFake], tmp_path: Path
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_overlapping_refreshes_join_or_with_exclusive_the_second_exits_4(
+    db_url: str, fake_server: Callable[..., ThreadedFake], tmp_path: Path, exclusive: bool
 ) -> None:
+    """Two refreshes at once: by default both work and share the due works (each fetched
+    once); with --exclusive one works and the other exits 4 having done nothing."""
     fake = fake_server(seed=12, faults=FaultConfig(latency_s=0.2))
     _ingest_fixture_works(db_url, fake, tmp_path, 20, seed=12)
     before = len(fake.fake.served)
@@ -169,6 +172,7 @@ def test_overlapping_refreshes_one_works_the_other_exits_4(
         "--rate",
         "50",
         "--no-progress",
+        *(["--exclusive"] if exclusive else []),
     ]
     env = {**os.environ, "DATABASE_URL": db_url}
     procs = [
@@ -177,13 +181,34 @@ def test_overlapping_refreshes_one_works_the_other_exits_4(
     ]
     outputs = [p.communicate(timeout=120) for p in procs]
     codes = sorted(p.returncode for p in procs)
+    served = [r.aweme_id for r in fake.fake.served[before:]]
+    assert len(served) == 20
+    assert len(set(served)) == 20
+    if not exclusive:
+        assert codes == [0, 0], outputs
+        return
     assert codes == [0, 4], outputs
     loser = outputs[[p.returncode for p in procs].index(4)]
     assert "another `ingest refresh` is running" in loser[1]
     assert "Traceback" not in loser[1]
-    served = [r.aweme_id for r in fake.fake.served[before:]]
-    assert len(served) == 20
-    assert len(set(served)) == 20
+
+
+def test_a_refresh_does_not_join_an_exclusive_one(db_url: str) -> None:
+    from pipeline.errors import AlreadyRunning
+    from pipeline.refresh import refresh_lock
+
+    engine = create_engine(db_url)
+    try:
+        with refresh_lock(engine, exclusive=True):
+            with pytest.raises(AlreadyRunning, match="--exclusive"):
+                with refresh_lock(engine):
+                    pass
+        with refresh_lock(engine), refresh_lock(engine):  # default refreshes join
+            with pytest.raises(AlreadyRunning):
+                with refresh_lock(engine, exclusive=True):
+                    pass
+    finally:
+        engine.dispose()
 
 
 def test_killed_refresh_resumes_without_duplicate_snapshots(
@@ -259,8 +284,6 @@ def test_due_selection_uses_an_index_not_a_scan_of_works(
         {
             "as_of": datetime.now(UTC),
             "stale": stale_after,
-            "after_t": datetime(1970, 1, 1, tzinfo=UTC),
-            "after_id": -(2**63),
             "page": 500,
         },
     ).scalars()

@@ -48,6 +48,20 @@ from pipeline.progress import make_reporter, output_console
     help="Only works by this author (repeatable).",
 )
 @click.option("--dry-run", is_flag=True, help="Show how many works are due; fetch nothing.")
+@click.option(
+    "--exclusive",
+    is_flag=True,
+    help="Work alone: exit with code 4 if another refresh is running (the default joins it, "
+    "each worker claiming its own share of the due works).",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=1),
+    default=120.0,  # pipeline.db.claims.DEFAULT_LEASE (not imported: --help stays light)
+    show_default=True,
+    help="How long a claimed work stays this worker's without renewal: after a crash, the "
+    "other workers take its works once this much time has passed.",
+)
 @fetch_options
 @database_options
 @db_outage_option
@@ -60,6 +74,8 @@ def refresh_command(
     budget_seconds: float | None,
     only_authors: tuple[str, ...],
     dry_run: bool,
+    exclusive: bool,
+    lease_seconds: float,
     fetch: FetchSettings,
     database: DatabaseOptions,
     output: OutputOptions,
@@ -68,7 +84,9 @@ def refresh_command(
 ) -> None:
     """Re-fetch known works that are due and append statistics snapshots where counts changed.
 
-    Safe in cron: overlapping runs exit with code 4, a killed run keeps what it committed.
+    Safe in cron and on many hosts: overlapping runs share the due works (each is fetched
+    once), a killed run keeps what it committed and its works go to the others.
+    With --exclusive, a run works alone and exits with code 4 if another is running.
     """
     from pipeline.refresh import RefreshJob, RefreshOptions, count_due, refresh_lock
 
@@ -83,8 +101,9 @@ def refresh_command(
         budget_seconds=budget_seconds,
         only_authors=only_authors,
         dry_run=dry_run,
+        lease=timedelta(seconds=lease_seconds),
     )
-    with open_database(settings) as db, refresh_lock(db.engine):
+    with open_database(settings) as db, refresh_lock(db.engine, exclusive=exclusive):
         if options.dry_run:
             due = count_due(db.engine, options)
             if output.json:

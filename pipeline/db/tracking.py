@@ -7,8 +7,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Identity, Integer, false, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Integer,
+    false,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pipeline.db.models import Base
@@ -131,4 +139,71 @@ class ShareLinkRecord(Base):
     )
     last_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("ingest_runs.run_id"), index=True, comment="ingest_runs.run_id that last saw it."
+    )
+
+
+# -- coordination between processes (docs/scaling.md) -----------------------------------------
+# Claims are leases, not history: a row lives from the claim to the commit of the batch that
+# settled it (or its lease end), so the tables stay as small as the work in flight. UNLOGGED:
+# nothing in them is worth WAL; a database crash empties them, which at worst lets a work be
+# fetched twice, never lost.
+
+
+class WorkClaim(Base):
+    __tablename__ = "work_claims"
+    __table_args__ = (
+        {
+            "comment": "Works a refresh worker has claimed (FOR UPDATE SKIP LOCKED) and not yet "
+            "settled: other workers skip them until the lease ends.",
+            "prefixes": ["UNLOGGED"],
+        },
+    )
+
+    aweme_id: Mapped[int] = mapped_column(
+        primary_key=True, autoincrement=False, comment="works.aweme_id claimed."
+    )
+    run_id: Mapped[int | None] = mapped_column(
+        comment="ingest_runs.run_id holding the claim; NULL while a work rests after a failed "
+        "fetch (not offered again until lease_until).",
+    )
+    lease_until: Mapped[datetime] = mapped_column(
+        comment="The claim holds until then (database clock); the holder renews it while alive."
+    )
+
+
+class LinkClaim(Base):
+    __tablename__ = "link_claims"
+    __table_args__ = (
+        {
+            "comment": "Links an `ingest FILE` process is fetching now: another process reading "
+            "the same link waits for its fate instead of fetching it again.",
+            "prefixes": ["UNLOGGED"],
+        },
+    )
+
+    link_key: Mapped[str] = mapped_column(primary_key=True, comment="share_links.link_key claimed.")
+    run_id: Mapped[int] = mapped_column(comment="ingest_runs.run_id holding the claim.")
+    lease_until: Mapped[datetime] = mapped_column(
+        comment="The claim holds until then (database clock); the holder renews it while alive."
+    )
+
+
+class UpstreamLimit(Base):
+    __tablename__ = "upstream_limits"
+    __table_args__ = (
+        {
+            "comment": "Rate-limit state of each upstream service shared by several processes "
+            "(`shared = true`): the start times of its latest requests, on the database clock."
+        },
+    )
+
+    name: Mapped[str] = mapped_column(primary_key=True, comment="Service name (the pool's name).")
+    starts: Mapped[list[datetime]] = mapped_column(
+        ARRAY(DateTime(timezone=True)),
+        server_default=text("'{}'"),
+        comment="Start times of the latest requests (at most the limit's burst), oldest first.",
+    )
+    paused_until: Mapped[datetime] = mapped_column(
+        server_default=text("'-infinity'"),
+        comment="No request starts before then (a Retry-After shared by every process).",
     )
