@@ -179,11 +179,8 @@ class IngestJob(FetchJob):
         is put aside (`_dispatch_held_elsewhere`)."""
         if not pending:
             return
-        keys = [link.key for link, _ in pending]
-        ids = [link.aweme_id for link, _ in pending if link.aweme_id is not None]
-        # Claim first, then look the fates up: a holder commits a link's fate and drops its
-        # claim in one transaction, so a link is either still claimed or already known.
-        claimed, known = await self._db("known-links check", lambda: self._known(keys, ids))
+        ids = {link.key: link.aweme_id for link, _ in pending}
+        claimed, known = await self._db("known-links check", lambda: self._known(ids))
         for link, where in pending:
             fate = known.get(link.key)
             if fate is None:
@@ -215,14 +212,24 @@ class IngestJob(FetchJob):
             self.not_attempted(len(self._held_elsewhere))
             self._held_elsewhere = []
 
-    def _known(self, keys: list[str], ids: list[int]) -> tuple[set[str], dict[str, KnownFate]]:
+    def _known(self, ids: dict[str, int | None]) -> tuple[set[str], dict[str, KnownFate]]:
+        """(the links this run now holds, the fates already known). Known links are not
+        claimed (re-reading a big known file writes nothing); the others are, and then looked
+        up once more: a holder commits a link's fate and drops its claim in one transaction,
+        so a link claimed here was either free all along or is known by now."""
         assert self.run_id is not None
         run_id = self.run_id
-        claimed = self._in_transaction(lambda conn: claim_links(conn, run_id, keys, self.lease))
-        if self.settings.force:
-            return claimed, {}
+        known = {} if self.settings.force else self._fates(list(ids), ids)
+        free = [k for k in ids if k not in known]
+        claimed = self._in_transaction(lambda conn: claim_links(conn, run_id, free, self.lease))
+        if claimed and not self.settings.force:
+            known.update(self._fates(sorted(claimed), ids))
+        return claimed, known
+
+    def _fates(self, keys: list[str], ids: dict[str, int | None]) -> dict[str, KnownFate]:
+        works = [i for k in keys if (i := ids[k]) is not None]
         with self.engine.connect() as conn:
-            return claimed, known_links(conn, keys, ids)
+            return known_links(conn, keys, works)
 
 
 class LinesFromThread:
