@@ -199,14 +199,19 @@ def test_a_refresh_does_not_join_an_exclusive_one(db_url: str) -> None:
 
     engine = create_engine(db_url)
     try:
-        with refresh_lock(engine, exclusive=True):
-            with pytest.raises(AlreadyRunning, match="--exclusive"):
-                with refresh_lock(engine):
-                    pass
-        with refresh_lock(engine), refresh_lock(engine):  # default refreshes join
-            with pytest.raises(AlreadyRunning):
-                with refresh_lock(engine, exclusive=True):
-                    pass
+        with (
+            refresh_lock(engine, exclusive=True),
+            pytest.raises(AlreadyRunning, match="--exclusive"),
+            refresh_lock(engine),
+        ):
+            pass
+        with (
+            refresh_lock(engine),
+            refresh_lock(engine),  # default refreshes join
+            pytest.raises(AlreadyRunning),
+            refresh_lock(engine, exclusive=True),
+        ):
+            pass
     finally:
         engine.dispose()
 

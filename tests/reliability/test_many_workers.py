@@ -100,7 +100,7 @@ def twin_databases(
 
 def _one_worker_dump(url: str, fake: ThreadedFake) -> h.Dump:
     proc = _start(_refresh_args(fake), url)
-    out, err = proc.communicate(timeout=HANG_GUARD_S)
+    _, err = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 0, err
     return h.canonical_dump(url)
 
@@ -129,7 +129,8 @@ def test_three_workers_fetch_every_due_work_once_and_end_like_one(
                 text("SELECT (counts->>'fetched')::int FROM ingest_runs WHERE kind = 'refresh'")
             )
             fetched = sorted(n or 0 for n in per_run.scalars())
-        assert sum(fetched) == WORKS and fetched[-1] < WORKS, fetched
+        assert sum(fetched) == WORKS, fetched
+        assert fetched[-1] < WORKS, fetched
         assert _scalar(engine, "SELECT count(*) FROM work_claims") == 0
     finally:
         engine.dispose()
@@ -171,7 +172,8 @@ def test_a_worker_killed_mid_run_loses_nothing(
         assert set(_served_since(fake, before)) == set(ids)
         assert _scalar(engine, "SELECT count(*) FROM work_claims") == 0
         statuses = Counter(h.run_statuses(url))
-        assert statuses["running"] == 0 and statuses["abandoned"] == 1, statuses
+        assert statuses["running"] == 0, statuses
+        assert statuses["abandoned"] == 1, statuses
     finally:
         engine.dispose()
     expected = _one_worker_dump(single, fake)
