@@ -178,6 +178,7 @@ class PoolMember:
         if self.state is not ServiceState.OPEN and self.stop is not None:
             out["cause"] = str(self.stop.cause)
             out["reason"] = self.stop.short
+            out["message"] = self.stop.message
         return out
 
 
