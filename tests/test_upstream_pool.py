@@ -8,7 +8,9 @@ import json
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from helpers import run_ingest
+from pipeline.cli.exits import exit_code_for
+from pipeline.config import FetchSettings, Settings, UpstreamService
+from pipeline.ingest import IngestJob, InputSource
+from pipeline.run import RunSummary
 from pipeline.testing.fake_upstream import FakeUpstream, FaultConfig
 from pipeline.testing.payloads import sample_aweme_ids
 
@@ -257,3 +263,54 @@ def test_refresh_uses_the_pool(db_url: str, services: FakeServices, tmp_path: Pa
         requests = len(fake.served) - served_before[name]
         assert requests == summary["upstreams"][name]["requests"] > 0, name
         assert {r.status for r in fake.served} <= {200, 302}, name  # 302: a short link
+
+
+class _Quiet:
+    def update(self, counts: Counter[str]) -> None:
+        pass
+
+
+def test_a_renewed_cookie_brings_the_service_back(db_url: str) -> None:
+    """In-process: a service parked for its expired cookie is probed; once the cookie is
+    renewed (mid-run), its probe loads a work and it takes links again. Nothing failed, no
+    service is parked at the end: exit 0."""
+    ids = sample_aweme_ids(150, seed=0)
+
+    async def scenario() -> RunSummary:
+        async with (
+            FakeUpstream(seed=0, faults=FaultConfig(cookie_expired=True), style="seed") as home,
+            FakeUpstream(seed=0, faults=FaultConfig(latency_s=0.01), style="seed") as office,
+        ):
+            pool = (
+                UpstreamService("home", await home.start(), rate=200, concurrency=2, park_s=0.1),
+                UpstreamService("office", await office.start(), rate=30, concurrency=2),
+            )
+            settings = Settings(fetch=FetchSettings(upstreams=pool), batch_seconds=0.1)
+            source = InputSource("ids", BytesIO("".join(f"{i}\n" for i in ids).encode()))
+            job = IngestJob(settings, engine, _Quiet(), [source])
+
+            async def renew_the_cookie() -> None:
+                # Polls the fake's log: it has no event to wait on.
+                while not any(r.outcome == "operator" for r in home.served):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.3)  # parked, probed at least once in vain
+                home.faults = FaultConfig()
+
+            renew = asyncio.ensure_future(renew_the_cookie())
+            summary = await asyncio.wait_for(job.run(), timeout=120)
+            renew.cancel()
+            return summary
+
+    engine = create_engine(db_url)
+    try:
+        summary = asyncio.run(scenario())
+    finally:
+        engine.dispose()
+
+    assert summary.counts["loaded"] == 150
+    assert not summary.counts["failed"]
+    home = summary.upstreams["home"]
+    assert (home["parks"], home["parked"]) == (1, False)
+    assert home["links"] > 0  # back in the pool: it loaded works after its probe
+    assert summary.parked_for_operator == []
+    assert exit_code_for(summary.status, summary.counts) == 0
