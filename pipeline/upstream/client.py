@@ -30,8 +30,8 @@ from pipeline.inputs import ShareLink
 from pipeline.upstream.contracts import AmagiContract, Contract, SeedContract
 from pipeline.upstream.decode import too_large
 from pipeline.upstream.outcomes import Cause, FetchResult, Outcome
-from pipeline.upstream.pool import DEFAULT_RATE_MARGIN_S, Limiter, ServiceStats
-from pipeline.upstream.ratelimit import Clock, RateLimiter, Sleep
+from pipeline.upstream.pool import Limiter, ServiceStats
+from pipeline.upstream.ratelimit import DEFAULT_RATE_MARGIN_S, Clock, RateLimiter, Sleep
 from pipeline.upstream.resolve import SHORT_HOST, resolve_short_link
 from pipeline.upstream.retry import RetryPolicy
 from pipeline.upstream.signals import (

@@ -18,10 +18,12 @@ takes one link as a probe, with no retries. An answer about the work (ok, gone, 
 unusable) reopens the service; anything else parks it again. The run stops early, as a run
 against one service always did, only when every service is parked at the same time.
 
-The limiter seam: `LimiterFactory` builds each service's limiter. `local_limiter` is the
-in-process `RateLimiter`; a service marked `shared = true` needs a limiter whose state lives
-in PostgreSQL (`pipeline.upstream.shared_limit`), plugged in by `make_limiters` once
-`SHARED_LIMITER_AVAILABLE` says it exists.
+The limiter seam: `LimiterFactory` builds each service's limiter (`Limiter`, the protocol the
+client uses). `local_limiter` is the in-process `RateLimiter`; a service marked `shared = true`
+needs a limiter whose state lives in PostgreSQL (`pipeline.upstream.shared_limit`). To plug it
+in: set `SHARED_LIMITER_AVAILABLE = True` (the services file then accepts `shared = true`) and
+return that limiter from the `service.shared` branch of `make_limiters`, which gets the run's
+engine. Tests and tools can pass their own factory (`JobOptions["limiters"]`).
 """
 
 from __future__ import annotations
@@ -39,17 +41,13 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from sqlalchemy import Engine
 
 from pipeline.config import UpstreamService
-from pipeline.upstream.ratelimit import Clock, RateLimiter
+from pipeline.upstream.ratelimit import DEFAULT_RATE_MARGIN_S, Clock, RateLimiter
 from pipeline.upstream.signals import ServiceStop
 
 if TYPE_CHECKING:
     from pipeline.upstream.client import UpstreamClient
 
 log = logging.getLogger("pipeline.upstream")
-
-# A server counts our requests when they arrive, not when we start them; this much extra
-# spacing absorbs the jitter so its 1-second windows see no more than ours do.
-DEFAULT_RATE_MARGIN_S = 0.05
 
 # Whether `shared = true` services can run (a PostgreSQL-held limiter exists). The services
 # file refuses `shared = true` while this is False, with a clear message.
