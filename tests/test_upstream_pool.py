@@ -139,6 +139,7 @@ def test_three_services_each_at_its_own_limit(
         reported = summary["upstreams"][name]
         assert reported["requests"] == len(fake.served), name
         assert (reported["rate_limited"], reported["parks"], reported["parked"]) == (0, 0, False)
+        assert reported["rate"] <= LIMITS[name]  # follows from the window guarantee
     assert sum(u["links"] for u in summary["upstreams"].values()) == n
 
     # Throughput, measured at the fakes: the typical (median) second of the run. A CPU-starved

@@ -129,13 +129,16 @@ class ServiceStats:
             self.first_request_at = at
         self.last_request_at = at
 
-    @property
-    def achieved_rate(self) -> float | None:
-        """Requests per second between the first and the last request started."""
-        if self.first_request_at is None or self.last_request_at is None or self.requests < 2:
+    def achieved_rate(self, limit: float) -> float | None:
+        """Requests per second while the service was used: from its first request start to
+        one limiter window after its last. The limiter lets a window's worth of requests start
+        at once, so "requests - 1 over the span between first and last" would read a burst
+        of 10 at a limit of 10 as far more than 10/s; counting the last window makes a
+        service kept at its limit read as its limit."""
+        if self.first_request_at is None or self.last_request_at is None:
             return None
-        span = self.last_request_at - self.first_request_at
-        return (self.requests - 1) / span if span > 0 else None
+        window = max(1.0, max(1, math.floor(limit)) / limit)
+        return self.requests / (self.last_request_at - self.first_request_at + window)
 
 
 @dataclass(slots=True)
@@ -162,7 +165,7 @@ class PoolMember:
         """This service's line of the run record (JSON)."""
         s = self.stats
         parked_s = s.parked_s + (now - self.parked_at if self.parked_at is not None else 0.0)
-        rate = s.achieved_rate
+        rate = s.achieved_rate(self.service.rate)
         out: dict[str, Any] = {
             "requests": s.requests,
             "rate": round(rate, 2) if rate is not None else None,
