@@ -90,8 +90,51 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME))
 
 
+# A parked service is probed again after this long, then twice as long after each failed
+# probe, up to the maximum (docs/upstreams.md).
+DEFAULT_PARK_S = 30.0
+DEFAULT_PARK_MAX_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamService:
+    """One parsing service of the pool (`--upstreams FILE`, docs/upstreams.md), or the one the
+    single-service options describe. `name` is what logs, summaries and `ingest runs` call it."""
+
+    name: str
+    base: str
+    style: ApiStyle = "seed"
+    rate: float = 5.0  # requests per second to this service (short-link lookups included)
+    concurrency: int = 8
+    token: Secret | None = None
+    token_env: str | None = None  # where the token came from (recorded; the token never is)
+    shared: bool = False  # several hosts use it: the limit is kept in PostgreSQL
+    timeout_s: float = 20.0
+    retries: int = 4
+    resolve_base: str | None = None
+    park_s: float = DEFAULT_PARK_S
+    park_max_s: float = DEFAULT_PARK_MAX_S
+
+    def public(self) -> dict[str, object]:
+        """What a run records about this service: no token, no user:password."""
+        return {
+            "name": self.name,
+            "base": without_userinfo(self.base),
+            "style": self.style,
+            "rate": self.rate,
+            "concurrency": self.concurrency,
+            "token_set": self.token is not None,
+            "token_env": self.token_env,
+            "shared": self.shared,
+            "timeout_s": self.timeout_s,
+            "retries": self.retries,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class FetchSettings:
+    """The single-service options, and the pool (`upstreams`) when `--upstreams` gave one."""
+
     api_base: str = "http://127.0.0.1:8000"
     api_style: ApiStyle = "seed"
     api_token: Secret | None = None
@@ -100,6 +143,35 @@ class FetchSettings:
     timeout_s: float = 20.0
     retries: int = 4
     resolve_base: str | None = None
+    upstreams: tuple[UpstreamService, ...] = ()
+    upstreams_file: str | None = None  # where the pool came from, for messages
+
+    @property
+    def pooled(self) -> bool:
+        """A pool from `--upstreams` (even of one), rather than the single-service options."""
+        return bool(self.upstreams)
+
+    def services(self) -> tuple[UpstreamService, ...]:
+        """The pool: the configured services, or the one the single-service options describe
+        (a pool of one, behaving exactly as one service always did)."""
+        if self.upstreams:
+            return self.upstreams
+        one = UpstreamService(
+            name="upstream",
+            base=self.api_base,
+            style=self.api_style,
+            rate=self.rate,
+            concurrency=self.concurrency,
+            token=self.api_token,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            resolve_base=self.resolve_base,
+        )
+        return (one,)
+
+    @property
+    def total_concurrency(self) -> int:
+        return sum(s.concurrency for s in self.services())
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +191,17 @@ class Settings:
     def public_options(self) -> dict[str, object]:
         """Options worth recording on a run, with every secret left out."""
         f = self.fetch
-        return {
+        fetch: dict[str, object] = {
             "api_base": without_userinfo(f.api_base),
             "api_style": f.api_style,
             "api_token_set": f.api_token is not None,
             "rate": f.rate,
             "concurrency": f.concurrency,
+        }
+        if f.pooled:
+            fetch = {"upstreams": [s.public() for s in f.upstreams]}
+        return {
+            **fetch,
             "timeout_s": f.timeout_s,
             "retries": f.retries,
             "batch_size": self.batch_size,

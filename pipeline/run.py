@@ -1,6 +1,7 @@
 """The orchestrator: the only place that knows the order of the stages and commits.
 
-    links ──► fetch (N workers, one rate limiter) ──► flatten ──► batch writer ──► commit
+    links ──► fetch (per upstream service: its workers, its rate limiter) ──► flatten
+          ──► batch writer ──► commit
 
 `FetchJob` is that machinery; where the links come from is its subclasses' business:
 `pipeline.ingest.IngestJob` reads input files, `pipeline.refresh.RefreshJob` picks due works.
@@ -19,9 +20,11 @@ What no payload and no outage may do is stop a run or leave it lying about itsel
   a heartbeat lets the next run tell a process that died (SIGKILL) from a live one.
 
 What concerns the whole upstream service (an expired cookie, a captcha, a service that cannot
-reach Douyin: `pipeline.upstream.signals`) stops the run once, with one message: the links not
-attempted stay pending (no record), the summary counts them (`not_attempted`), and re-running
-the same command finishes them.
+reach Douyin: `pipeline.upstream.signals`) parks that service (`pipeline.upstream.pool`): the
+link it held goes back to the queue for the other services, and it is probed again later.
+When every service is parked (with one service: at its first such signal), the run stops
+once, with one message: the links not attempted stay pending (no record), the summary counts
+them (`not_attempted`), and re-running the same command finishes them.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TypedDict, TypeVar, Unpack
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 
 from sqlalchemy import Connection, Engine
 
 from pipeline.batches import SKIPS, BatchCommitter, LoadWorks, describe
 from pipeline.batches import FetchedLink as FetchedLink  # re-exported: outcome_record's type
-from pipeline.config import Settings
+from pipeline.config import Settings, UpstreamService
 from pipeline.db.load import load_works
 from pipeline.db.outage import DatabaseUnavailable, OutageGuard, first_line
 from pipeline.db.runs import (
@@ -59,6 +62,14 @@ from pipeline.flatten import FlatWork, NotAWork, flatten
 from pipeline.inputs import ShareLink
 from pipeline.upstream.client import UpstreamClient
 from pipeline.upstream.outcomes import FetchResult, Outcome
+from pipeline.upstream.pool import (
+    Dispatcher,
+    LimiterFactory,
+    Pool,
+    PoolMember,
+    make_limiters,
+)
+from pipeline.upstream.signals import ServiceStop, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +89,7 @@ class JobOptions(TypedDict, total=False):
     load: LoadWorks  # the loader (default `pipeline.db.load.load_works`)
     guard: OutageGuard  # database outage policy (default: --db-outage-seconds)
     heartbeat_s: float
+    limiters: LimiterFactory  # each upstream service's rate limiter (default: make_limiters)
 
 
 @dataclass(slots=True)
@@ -86,6 +98,11 @@ class RunSummary:
     status: str
     counts: Counter[str] = field(default_factory=Counter)
     message: str | None = None
+    # Per upstream service: requests, achieved rate, 429s, parks (`PoolMember.report`).
+    upstreams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Services still parked at the end for a cause someone must act on (an expired cookie...):
+    # the run may have finished every link through the others, yet exits 77.
+    parked_for_operator: list[str] = field(default_factory=list)
 
 
 def gone_works(batch: Sequence[FetchedLink]) -> list[tuple[int, str]]:
@@ -143,9 +160,10 @@ def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datet
 
 
 class FetchJob:
-    """The machinery shared by `ingest FILE…` and `ingest refresh`: N fetch workers behind one
-    client, a batch writer, a heartbeat, signal handling and the run record. Subclasses say
-    where the links come from (`_produce`) and what else a batch writes (`_record`)."""
+    """The machinery shared by `ingest FILE…` and `ingest refresh`: fetch workers behind one
+    client per upstream service, a batch writer, a heartbeat, signal handling and the run
+    record. Subclasses say where the links come from (`_produce`) and what else a batch
+    writes (`_record`)."""
 
     kind = "ingest"
 
@@ -163,6 +181,8 @@ class FetchJob:
         self.guard = options.get("guard") or OutageGuard(settings.db_outage_seconds)
         self.heartbeat_s = options.get("heartbeat_s", HEARTBEAT_INTERVAL.total_seconds())
         load = options.get("load", load_works)
+        self.limiters = options.get("limiters") or make_limiters(engine)
+        self.pool: Pool | None = None
         self._batches = BatchCommitter(engine, self.guard, load, self._record)
         self.counts: Counter[str] = Counter()  # committed: what the database holds
         self._uncommitted: Counter[str] = Counter()
@@ -177,8 +197,8 @@ class FetchJob:
         self._status_override: str | None = None
         self._stages_task: asyncio.Future[None] | None = None
         self._hard_stop = False
-        concurrency = settings.fetch.concurrency
-        self._fetch_q: asyncio.Queue[tuple[ShareLink, str] | None] = asyncio.Queue(concurrency * 4)
+        concurrency = settings.fetch.total_concurrency
+        self._links: Dispatcher[tuple[ShareLink, str]] = Dispatcher(concurrency * 4)
         self._write_q: asyncio.Queue[FetchedLink | None] = asyncio.Queue(settings.batch_size * 2)
 
     # -- control -----------------------------------------------------------------------------
@@ -218,8 +238,8 @@ class FetchJob:
             self._not_attempted += 1
             return
         item = (link, where)
-        if self._fetch_q.full():
-            put = asyncio.ensure_future(self._fetch_q.put(item))
+        if self._links.full():
+            put = asyncio.ensure_future(self._links.put(item))
             stop = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait((put, stop), return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
@@ -228,7 +248,7 @@ class FetchJob:
                 self._not_attempted += 1
                 return
         else:
-            self._fetch_q.put_nowait(item)
+            await self._links.put(item)
         self._dispatched += 1
 
     async def _db(self, what: str, fn: Callable[[], T]) -> T:
@@ -238,7 +258,7 @@ class FetchJob:
     # -- stages ------------------------------------------------------------------------------
 
     async def _produce(self) -> None:
-        """Put (link, source) pairs on `self._fetch_q` until done or `self._stop` is set."""
+        """Queue (link, source) pairs with `_enqueue` until done or `self._stop` is set."""
         raise NotImplementedError
 
     def _record(self, conn: Connection, batch: Sequence[FetchedLink]) -> Counter[str]:
@@ -276,23 +296,37 @@ class FetchJob:
                     fix["failed_temporary"] -= 1
         return fix
 
-    async def _fetch_worker(self, client: UpstreamClient) -> None:
-        while (item := await self._fetch_q.get()) is not None:
-            link, where = item
+    async def _fetch_worker(self, member: PoolMember) -> None:
+        """One of `member`'s workers: takes the next link whenever its service may fetch."""
+        client = member.client
+        while (lease := await self._links.take(member)) is not None:
+            link, where = lease.item
             result: FetchResult | None = None
             try:
-                result = await client.fetch(link)
-                stop = client.service_stop
-                if stop is not None and result.outcome in _CUT_SHORT:
-                    # The whole service is in trouble: nothing is recorded for this link, it
-                    # stays pending and the next run tries it. The client logged the stop once.
-                    status = RunStatus.OPERATOR_ERROR if stop.needs_operator else RunStatus.FAILED
-                    self.request_stop(stop.message, status)
+                if lease.probe:
+                    client.resume()
+                result = await client.fetch(link, max_attempts=1 if lease.probe else None)
+                stop = client.last_stop
+                if result.cut_short and stop is not None:
+                    # The whole service is in trouble: nothing is recorded for this link; it
+                    # goes back to the queue for another service (or the next run).
+                    await self._links.give_back(lease.item)
+                    self._park(member, stop, probe=lease.probe)
                     continue
+                if lease.probe:
+                    if result.outcome.retryable and stop is not None:
+                        await self._links.give_back(lease.item)  # no answer yet: park again
+                        self._park(member, stop, probe=True)
+                        continue
+                    self.pool_or_fail().reopen(member)
+                    await self._links.changed()
                 done = outcome_record(link, where, result, self.now())
             except Exception as exc:
                 # A bug must not kill a worker (the queues would stall) nor lose the link.
                 log.exception("internal error on %s", link.url)
+                if lease.probe:
+                    self.pool_or_fail().reopen(member)
+                    await self._links.changed()
                 # The id the fetch found (a short link's) lets a later load resolve it.
                 found = result.aweme_id if result is not None else None
                 record = LinkRecord(
@@ -302,15 +336,47 @@ class FetchJob:
                 done = FetchedLink(record, None, temporary=True)
             if done.record.outcome != LinkOutcome.LOADED:
                 log.debug("%s %s: %s", done.record.outcome, link.url, done.record.reason)
+            member.stats.links += 1
+            await self._links.done()
             await self._hand_to_writer(done)
             self._settled += 1  # after the hand-off: a worker cancelled in it recorded nothing
 
-    async def _produce_then_end(self, workers: int) -> None:
+    def pool_or_fail(self) -> Pool:
+        assert self.pool is not None
+        return self.pool
+
+    def _park(self, member: PoolMember, stop: ServiceStop, *, probe: bool) -> None:
+        """Park the service; when every service is parked, stop the run (with one service,
+        exactly as a run against one service always stopped)."""
+        pool = self.pool_or_fail()
+        if pool.park(member, stop, probe=probe):
+            message, needs_operator = pool.stop_message()
+            status = RunStatus.OPERATOR_ERROR if needs_operator else RunStatus.FAILED
+            if pool.pooled:  # with one service, its client said it
+                log.error("stopping the run: %s", message)
+            self.request_stop(message, status)
+
+    def _client(self, service: UpstreamService, named: bool, pooled: bool) -> UpstreamClient:
+        """One service's client (`named`: messages name it as the upstreams file does). In a
+        pool of several, a stop parks the service, which the pool logs."""
+        label = f"{redact_url(service.base)} ({service.name})" if named else None
+        return UpstreamClient(
+            service.base,
+            service.style,
+            token=service.token,
+            rate=service.rate,
+            concurrency=service.concurrency,
+            timeout_s=service.timeout_s,
+            retries=service.retries,
+            resolve_base=service.resolve_base,
+            limiter=self.limiters(service),
+            label=label,
+            on_stop=(lambda _stop: None) if pooled else None,
+        )
+
+    async def _produce_then_end(self) -> None:
         await self._produce()
-        for _ in range(workers):  # one end-of-input marker per worker
-            if self._stop.is_set():
-                return  # the workers were cancelled: nobody would take a marker
-            await self._fetch_q.put(None)
+        await self._links.close()  # the workers end once no link is waiting or in flight
 
     async def _cancel_on_stop(
         self, producer: asyncio.Task[None], workers: Sequence[asyncio.Task[None]]
@@ -404,29 +470,38 @@ class FetchJob:
             raise
         finally:
             self._remove_signal_handlers(loop)
-        return RunSummary(self.run_id, status, self.counts.copy(), self._stop_reason)
+        return RunSummary(
+            self.run_id,
+            status,
+            self.counts.copy(),
+            self._stop_reason,
+            self._upstream_report(),
+            [m.name for m in self.pool.parked_needing_operator()] if self.pool else [],
+        )
+
+    def _upstream_report(self) -> dict[str, dict[str, Any]]:
+        return self.pool.report() if self.pool is not None else {}
 
     async def _stages(self) -> None:
         """Every task of the run under one TaskGroup: an error anywhere cancels the rest, and
         no task is left behind with an exception nobody retrieved."""
         f = self.settings.fetch
-        async with (
-            UpstreamClient(
-                f.api_base,
-                f.api_style,
-                token=f.api_token,
-                rate=f.rate,
-                concurrency=f.concurrency,
-                timeout_s=f.timeout_s,
-                retries=f.retries,
-                resolve_base=f.resolve_base,
-            ) as client,
-            asyncio.TaskGroup() as tasks,
-        ):
+        services = f.services()
+        async with contextlib.AsyncExitStack() as clients, asyncio.TaskGroup() as tasks:
+            pooled = len(services) > 1
+            members = [
+                PoolMember(s, await clients.enter_async_context(self._client(s, f.pooled, pooled)))
+                for s in services
+            ]
+            self.pool = Pool(members)
             writer = tasks.create_task(self._write())
             heartbeat = tasks.create_task(self._heartbeat())
-            producer = tasks.create_task(self._produce_then_end(f.concurrency))
-            workers = [tasks.create_task(self._fetch_worker(client)) for _ in range(f.concurrency)]
+            producer = tasks.create_task(self._produce_then_end())
+            workers = [
+                tasks.create_task(self._fetch_worker(m))
+                for m in members
+                for _ in range(m.service.concurrency)
+            ]
             stopper = tasks.create_task(self._cancel_on_stop(producer, workers))
             # Done when every worker has had its end-of-input marker, or was cancelled by a stop.
             await asyncio.wait(workers)
@@ -456,7 +531,11 @@ class FetchJob:
     def _finish(self, status: str, message: str | None) -> None:
         assert self.run_id is not None
         run_id = self.run_id
-        self._in_transaction(lambda conn: finish_run(conn, run_id, status, self.counts, message))
+        # The per-service report rides in the counts column (one JSON document per run).
+        counts: dict[str, Any] = dict(self.counts)
+        if upstreams := self._upstream_report():
+            counts["upstreams"] = upstreams
+        self._in_transaction(lambda conn: finish_run(conn, run_id, status, counts, message))
 
     async def _close_after(self, status: str, message: str | None, *, retry: bool = True) -> None:
         """Close the run record after the run ended abnormally. Never raises: when even this
@@ -495,10 +574,6 @@ class FetchJob:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-
-
-# Results a service stop cut short: the link stays pending instead of being recorded.
-_CUT_SHORT = frozenset({Outcome.TRANSIENT, Outcome.RATE_LIMITED, Outcome.OPERATOR})
 
 
 def _root_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import click
+from rich.table import Table
 
 from pipeline.cli.exits import exit_code_for
 from pipeline.cli.options import DatabaseOptions, OutputOptions
@@ -67,7 +68,12 @@ def finish(
 ) -> int:
     """Show the run's summary (table and hints, or one JSON object); returns its exit code.
     `where`: options the hinted commands need to find the same database (the demo's)."""
-    code = exit_code_for(summary.status, summary.counts) if exit_code is None else exit_code
+    if exit_code is None:
+        code = exit_code_for(
+            summary.status, summary.counts, parked_for_operator=bool(summary.parked_for_operator)
+        )
+    else:
+        code = exit_code
     hints = _hints(summary, settings, where)
     if output.json:
         print_json(
@@ -78,6 +84,7 @@ def finish(
                 "exit_code": code,
                 "counts": _counts(summary.counts),
                 "message": summary.message,
+                "upstreams": summary.upstreams,
                 "hints": hints,
             }
         )
@@ -85,8 +92,14 @@ def finish(
     console = output_console()
     title = title or f"{command} run {summary.run_id}: {summary.status}"
     console.print(summary_table(title, summary.counts))
+    if settings.fetch.pooled and summary.upstreams:
+        console.print(upstreams_table(summary.upstreams))
     if summary.message:
         console.print(f"[bold]stopped early:[/bold] {summary.message}")
+    elif summary.parked_for_operator:
+        for name in summary.parked_for_operator:
+            said = summary.upstreams.get(name, {}).get("message", "")
+            console.print(f"[bold]parked:[/bold] upstream {name}: {said}", highlight=False)
     if left := summary.counts.get("not_attempted"):
         unread = " (and the rest of standard input)" if summary.counts.get("stdin_not_read") else ""
         console.print(f"not attempted: {left}{unread}, re-run the same command to finish")
@@ -102,7 +115,11 @@ def _counts(counts: Mapping[str, int]) -> dict[str, int]:
 def _hints(summary: RunSummary, settings: Settings, where: str) -> list[str]:
     hints = []
     counts = summary.counts
-    if summary.status == "operator_error" and settings.fetch.api_token is None:
+    if (
+        summary.status == "operator_error"
+        and settings.fetch.api_token is None
+        and not settings.fetch.pooled
+    ):
         hints.append(
             "No API token was set: pass --api-token or set DOUYIN_API_TOKEN if the service "
             "needs one."
@@ -115,3 +132,56 @@ def _hints(summary: RunSummary, settings: Settings, where: str) -> list[str]:
             "then ingest retry.txt (or re-run the same command)."
         )
     return hints
+
+
+def upstreams_table(upstreams: Mapping[str, Mapping[str, Any]]) -> Table:
+    """One row per upstream service: what it did in the run."""
+    table = Table(title="upstream services", header_style="bold")
+    for name, justify in UPSTREAM_COLUMNS:
+        table.add_column(name, justify=justify)
+    for name, u in upstreams.items():
+        table.add_row(name, *upstream_cells(u))
+    return table
+
+
+UPSTREAM_COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (
+    ("service", "left"),
+    ("requests", "right"),
+    ("rate/s (limit)", "right"),
+    ("429s", "right"),
+    ("links", "right"),
+    ("parks", "right"),
+    ("state", "left"),
+)
+
+
+def upstream_cells(u: Mapping[str, Any]) -> list[str]:
+    rate = u.get("rate")
+    shown_rate = f"{rate:.2f}" if isinstance(rate, int | float) else "-"
+    state = f"parked: {u.get('cause', '?')}" if u.get("parked") else "ok"
+    return [
+        str(u.get("requests", 0)),
+        f"{shown_rate} ({u.get('limit', '?')})",
+        str(u.get("rate_limited", 0)),
+        str(u.get("links", 0)),
+        str(u.get("parks", 0)),
+        state,
+    ]
+
+
+def upstreams_line(upstreams: Mapping[str, Mapping[str, Any]]) -> str:
+    """The per-service report in one line (`ingest runs`)."""
+    parts = []
+    for name, u in upstreams.items():
+        rate = u.get("rate")
+        text = f"{name} {u.get('requests', 0)} req"
+        if isinstance(rate, int | float):
+            text += f" {rate:.1f}/s"
+        if u.get("rate_limited"):
+            text += f" {u['rate_limited']}x429"
+        if u.get("parks"):
+            text += f" parked {u['parks']}x"
+        if u.get("parked"):
+            text += f" (still parked: {u.get('cause', '?')})"
+        parts.append(text)
+    return "; ".join(parts)

@@ -13,7 +13,8 @@
     later to finish (docs/operations.md)
 77  operator action needed: the upstream rejected the token, its cookie expired, it relayed
     a captcha / verification challenge or a refused signature, or the endpoint does not
-    exist (wrong --api-base / --api-style)
+    exist (wrong --api-base / --api-style); with --upstreams, also when the other services
+    finished every link but one service ended the run parked for such a cause
 130 interrupted (Ctrl-C / SIGTERM); committed batches are kept, re-run to continue
 """
 
@@ -31,12 +32,16 @@ EXIT_OPERATOR = 77
 EXIT_INTERRUPTED = 130
 
 
-def exit_code_for(status: str, counts: Mapping[str, int]) -> int:
+def exit_code_for(
+    status: str, counts: Mapping[str, int], *, parked_for_operator: bool = False
+) -> int:
     """The exit code of a finished run, from its status and counts. Only problems new in this
-    run make it 2: a line or link already rejected before is counted `known_invalid`."""
+    run make it 2: a line or link already rejected before is counted `known_invalid`.
+    `parked_for_operator`: an upstream service of a pool ended the run parked for a cause
+    someone must fix (its cookie expired...): 77, even when the others fetched every link."""
     if status == "interrupted":
         return EXIT_INTERRUPTED
-    if status == "operator_error":
+    if status == "operator_error" or parked_for_operator:
         return EXIT_OPERATOR
     if status == "failed":
         return EXIT_TEMPFAIL

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from pipeline.config import (
     FetchSettings,
@@ -27,6 +28,7 @@ from pipeline.config import (
     check_base_url,
     default_data_dir,
 )
+from pipeline.errors import UsageError
 
 R = TypeVar("R")
 Command = Callable[..., R]
@@ -137,10 +139,16 @@ def output_options(func: Command[R]) -> Command[R]:
     )
 
 
+# The options a pool file replaces (each service sets its own); --timeout and --retries are
+# defaults every service of the file may override.
+_SINGLE_SERVICE = ("api_base", "api_style", "api_token", "rate", "concurrency", "resolve_base")
+
+
 def fetch_options(func: Command[R]) -> Command[R]:
     @functools.wraps(func)
     def wrapper(
         *args: Any,
+        upstreams: Path | None,
         api_base: str,
         api_style: Any,
         api_token: str | None,
@@ -151,6 +159,8 @@ def fetch_options(func: Command[R]) -> Command[R]:
         resolve_base: str | None,
         **kwargs: Any,
     ) -> R:
+        if upstreams is not None:
+            return func(*args, fetch=_pool_settings(upstreams, timeout, retries), **kwargs)
         base = check_base_url(api_base, "--api-base")
         check_api_credentials(base, api_token)
         fetch = FetchSettings(
@@ -167,6 +177,16 @@ def fetch_options(func: Command[R]) -> Command[R]:
 
     return _apply(  # type: ignore[no-any-return]
         wrapper,
+        click.option(
+            "--upstreams",
+            envvar="INGEST_UPSTREAMS",
+            show_envvar=True,
+            metavar="FILE",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="A pool of upstream services (TOML, docs/upstreams.md): each with its own "
+            "rate, concurrency and token; used together, a troubled one parked. Replaces "
+            "--api-base, --api-style, --api-token, --rate, --concurrency and --resolve-base.",
+        ),
         click.option(
             "--api-base",
             envvar="DOUYIN_API_BASE",
@@ -190,7 +210,8 @@ def fetch_options(func: Command[R]) -> Command[R]:
             type=click.FloatRange(min=0.01),
             default=5.0,
             show_default=True,
-            help="Requests per second across the whole run (fractions allowed, e.g. 0.5).",
+            help="Requests per second across the whole run (fractions allowed, e.g. 0.5); "
+            "short-link lookups count too.",
         ),
         click.option(
             "--concurrency",
@@ -223,6 +244,26 @@ def fetch_options(func: Command[R]) -> Command[R]:
                 "(a proxy or a test server)."
             ),
         ),
+    )
+
+
+def _pool_settings(path: Path, timeout: float, retries: int) -> FetchSettings:
+    """The pool a `--upstreams` file describes. Single-service options given on the command
+    line with it are a usage error (which would win is a guess); their environment variables
+    are ignored, so a shell that exports DOUYIN_API_BASE can still use a pool file."""
+    from pipeline.upstream.services import load_upstreams
+
+    ctx = click.get_current_context()
+    for name in _SINGLE_SERVICE:
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{option} and --upstreams are two ways to name the upstream: use one (in a "
+                "pool file each service sets its own base, style, rate and concurrency)"
+            )
+    services = load_upstreams(path, timeout_s=timeout, retries=retries)
+    return FetchSettings(
+        timeout_s=timeout, retries=retries, upstreams=services, upstreams_file=str(path)
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from pipeline.cli.common import open_database, print_json
+from pipeline.cli.common import open_database, print_json, upstreams_line
 from pipeline.cli.options import DatabaseOptions, database_options
 from pipeline.db.runs import failed_links, recent_runs, run_exists, shown_status
 from pipeline.errors import UsageError
@@ -56,19 +56,25 @@ def runs_command(database: DatabaseOptions, limit: int, as_json: bool) -> None:
             print_json(record)
         return
     table = Table(title="ingest runs", header_style="bold")
+    pooled = any(len(r.counts.get("upstreams") or {}) > 1 for r in rows)
     for name in ("run", "kind", "status", "started", "took", "counts"):
         table.add_column(name)
+    if pooled:  # runs with --upstreams: what each service did
+        table.add_column("upstreams")
     for r in rows:
         took = f"{(r.finished_at - r.started_at).total_seconds():.1f}s" if r.finished_at else "-"
         counts = ", ".join(f"{k} {r.counts[k]}" for k in _RUN_COUNT_KEYS if r.counts.get(k))
-        table.add_row(
+        cells = [
             str(r.run_id),
             r.kind,
             shown_status(r, r.now),
             f"{r.started_at:%Y-%m-%d %H:%M:%S}",
             took,
             counts,
-        )
+        ]
+        if pooled:
+            cells.append(upstreams_line(r.counts.get("upstreams") or {}))
+        table.add_row(*cells)
     output_console().print(table)
 
 

@@ -156,7 +156,7 @@ def save_progress(conn: Connection, run_id: int, counts: Mapping[str, int]) -> N
 
 
 def finish_run(
-    conn: Connection, run_id: int, status: str, counts: Mapping[str, int], message: str | None
+    conn: Connection, run_id: int, status: str, counts: Mapping[str, Any], message: str | None
 ) -> None:
     conn.execute(
         update(IngestRun)

@@ -84,6 +84,9 @@ class FaultConfig:
     gone_ids: frozenset[int] = frozenset()
     null_detail_ids: frozenset[int] = frozenset()
     cookie_expired: bool = False
+    # The cookie expires after this many work requests got past the rate limit and token check
+    # (then every answer is cookie_expired, as with `cookie_expired`): a cookie dying mid-run.
+    cookie_expires_after: int | None = None
     require_token: str | None = field(default=None, repr=False)
     huge_body_ids: frozenset[int] = frozenset()  # answered ok, with `desc` padded to the size below
     huge_body_bytes: int = 8 * 1024 * 1024
@@ -156,6 +159,7 @@ class FakeUpstream:
         self._clock = clock
         self._admitted: deque[float] = deque()
         self._attempts: Counter[int] = Counter()
+        self._work_requests = 0
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.style = style
@@ -327,7 +331,11 @@ class FakeUpstream:
 
     def _content(self, style: str, aweme_id: int, path: str) -> _Answer:
         """Everything after parameter checks: operator failure, transient faults, the work."""
-        if self.faults.cookie_expired:
+        self._work_requests += 1
+        expires_after = self.faults.cookie_expires_after
+        if self.faults.cookie_expired or (
+            expires_after is not None and self._work_requests > expires_after
+        ):
             return self._failure(style, aweme_id, path, "operator", COOKIE_EXPIRED)
         kind = self.faults.hostile.get(aweme_id)
         if kind is not None and not kind.on_short_link:

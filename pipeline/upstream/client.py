@@ -13,6 +13,7 @@ answer about another work than the one asked for is UNUSABLE (docs/upstream.md).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -29,7 +30,8 @@ from pipeline.inputs import ShareLink
 from pipeline.upstream.contracts import AmagiContract, Contract, SeedContract
 from pipeline.upstream.decode import too_large
 from pipeline.upstream.outcomes import Cause, FetchResult, Outcome
-from pipeline.upstream.ratelimit import Clock, RateLimiter, Sleep
+from pipeline.upstream.pool import Limiter, ServiceStats
+from pipeline.upstream.ratelimit import DEFAULT_RATE_MARGIN_S, Clock, RateLimiter, Sleep
 from pipeline.upstream.resolve import SHORT_HOST, resolve_short_link
 from pipeline.upstream.retry import RetryPolicy
 from pipeline.upstream.signals import (
@@ -45,9 +47,9 @@ log = logging.getLogger("pipeline.upstream")
 
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 _CHUNK = 64 * 1024
-# A server counts our requests when they arrive, not when we start them; this much extra
-# spacing absorbs the jitter so its 1-second windows see no more than ours do.
-DEFAULT_RATE_MARGIN_S = 0.05
+# Results a service stop cut short: the link is not recorded (another service or the next
+# run fetches it).
+_CUT_SHORT = frozenset({Outcome.TRANSIENT, Outcome.RATE_LIMITED, Outcome.OPERATOR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,13 @@ class UpstreamClient:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        limiter: Limiter | None = None,
+        label: str | None = None,
+        on_stop: Callable[[ServiceStop], None] | None = None,
     ) -> None:
+        """`limiter` replaces the in-process one (a pool's shared limiter); `label` is how
+        messages name the service (default: its redacted URL); `on_stop` is told of a stop
+        instead of the "stopping the run" log line (a pool parks the service instead)."""
         if style not in ("seed", "amagi"):
             raise ValueError(f"unknown API style {style!r} (expected 'seed' or 'amagi')")
         if concurrency < 1 or timeout_s <= 0 or max_body_bytes < 1:
@@ -104,7 +112,9 @@ class UpstreamClient:
         self._token = Secret(token) if isinstance(token, str) else token
         self.resolve_base = resolve_base
         self.policy = RetryPolicy(retries, backoff_base_s, backoff_max_s, max_retry_after_s)
-        self.limiter = RateLimiter(rate, margin_s=rate_margin_s, clock=clock, sleep=sleep)
+        self.limiter: Limiter = limiter or RateLimiter(
+            rate, margin_s=rate_margin_s, clock=clock, sleep=sleep
+        )
         self.concurrency = concurrency
         self.max_body_bytes = max_body_bytes
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -113,7 +123,7 @@ class UpstreamClient:
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
-        self.service = redact_url(self.api_base)
+        self.service = label or redact_url(self.api_base)
         self.short_link_host = (
             f"{redact_url(resolve_base)} (--resolve-base)"
             if resolve_base
@@ -121,8 +131,12 @@ class UpstreamClient:
         )
         self.watch = ServiceWatch(self.service, self.short_link_host, retries=retries > 0)
         self.service_stop: ServiceStop | None = None
+        self.last_stop: ServiceStop | None = None  # kept across `resume`
+        self._on_stop = on_stop
+        self._retries = retries
         self._stopped = asyncio.Event()
         self._warned_no_answer = False
+        self.stats = ServiceStats()
 
     def __repr__(self) -> str:
         return (
@@ -164,12 +178,32 @@ class UpstreamClient:
     def _stop(self, stop: ServiceStop) -> None:
         """Stop every fetch, once: the first stop wins and is the one line logged."""
         if self.service_stop is None:
-            self.service_stop = stop
+            self.service_stop = self.last_stop = stop
             self._stopped.set()
-            log.error("stopping the run: %s", stop.message)
+            if self._on_stop is not None:
+                self._on_stop(stop)
+            else:
+                log.error("stopping the run: %s", stop.message)
 
-    async def fetch(self, link: ShareLink) -> FetchResult:
-        """Fetch one work's detail, resolving a short link first when the style needs an id.
+    def resume(self) -> None:
+        """Take requests again after a stop (a parked service's probe), with fresh streaks.
+        The limiter keeps its lowered rate and pause: the service earned them."""
+        self.service_stop = None
+        self._stopped = asyncio.Event()
+        self.watch = ServiceWatch(self.service, self.short_link_host, retries=self._retries > 0)
+
+    async def fetch(self, link: ShareLink, *, max_attempts: int | None = None) -> FetchResult:
+        """Fetch one work's detail (`_fetch_one`), and say whether a stop cut it short
+        (`FetchResult.cut_short`: the service was stopped when it ended, and the result is
+        no answer of its own about the work). `max_attempts` lowers the retry budget (1: a
+        parked service's probe)."""
+        result = await self._fetch_one(link, max_attempts)
+        if self.service_stop is not None and result.outcome in _CUT_SHORT:
+            return dataclasses.replace(result, cut_short=True)
+        return result
+
+    async def _fetch_one(self, link: ShareLink, max_attempts: int | None) -> FetchResult:
+        """One work's detail, resolving a short link first when the style needs an id.
 
         The answer must be about the work asked for: the link's id, or the id its short link
         resolved to. Only a seed-style short link, which the service resolves itself, takes
@@ -181,21 +215,29 @@ class UpstreamClient:
         asked, attempts = link.aweme_id, 0
         if self.contract.needs_aweme_id and asked is None:
             step, attempts = await self._with_retries(
-                lambda: self._resolve_once(link), link.key, resolving=True
+                lambda: self._resolve_once(link), link.key, max_attempts, resolving=True
             )
             if step.outcome is not Outcome.OK:
                 return self._result(step, None, attempts)
             asked = step.aweme_id
         known = asked
-        step, more = await self._with_retries(lambda: self._fetch_once(link, known), link.key)
+        step, more = await self._with_retries(
+            lambda: self._fetch_once(link, known), link.key, max_attempts
+        )
         return self._result(_same_work(step, asked), asked, attempts + more)
 
     # -- retries ------------------------------------------------------------------------------
 
     async def _with_retries(
-        self, attempt: Callable[[], Awaitable[_Step]], work: str, *, resolving: bool = False
+        self,
+        attempt: Callable[[], Awaitable[_Step]],
+        work: str,
+        max_attempts: int | None = None,
+        *,
+        resolving: bool = False,
     ) -> tuple[_Step, int]:
         """Run `attempt` until it ends in a final outcome or the retry budget is spent."""
+        budget = min(self.policy.max_attempts, max_attempts or self.policy.max_attempts)
         tries = 0
         while True:
             if self.service_stop is not None:
@@ -208,7 +250,7 @@ class UpstreamClient:
             log.debug(
                 "upstream attempt %d/%d (%s): %s, HTTP %s%s",
                 tries,
-                self.policy.max_attempts,
+                budget,
                 self.style,
                 step.outcome.value,
                 step.http_status,
@@ -221,7 +263,7 @@ class UpstreamClient:
                 # This answer stopped the run (or came in after the stop): the link is left
                 # pending for the next run, not spent here.
                 return self._stopped_step(), tries
-            if not step.outcome.retryable or tries >= self.policy.max_attempts:
+            if not step.outcome.retryable or tries >= budget:
                 if step.outcome.retryable and tries > 1:
                     step = _replace_reason(step, f"{step.reason}; gave up after {tries} attempts")
                 return step, tries
@@ -262,6 +304,7 @@ class UpstreamClient:
         """One shared cool-down for every worker. Answers to requests that started before
         the last cool-down began are the same congestion: they may lengthen the pause (their
         Retry-After) but do not count again."""
+        self.stats.rate_limited += 1
         fresh = self.limiter.slow_down(step.started_at)
         if fresh:
             where = self.short_link_host if resolving else f"the upstream service at {self.service}"
@@ -355,6 +398,7 @@ class UpstreamClient:
                 turn.cancel()
         if self.service_stop is not None:
             raise _Stopped
+        self.stats.request_started(started)
         return started
 
     def _http(self) -> aiohttp.ClientSession:

@@ -58,3 +58,6 @@ class FetchResult:
     reason: str  # short, English, secret-free; "" for OK
     attempts: int  # tries made: each short-link resolution try and each detail request counts 1
     http_status: int | None  # of the last response; None when none arrived
+    # The service was stopped (parked) before this link got an answer of its own: the link is
+    # given to another service or left pending, never recorded (pipeline.upstream.pool).
+    cut_short: bool = False

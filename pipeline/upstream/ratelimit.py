@@ -20,6 +20,10 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 Clock = Callable[[], float]
+# A server counts our requests when they arrive, not when we start them; this much extra
+# spacing (the client's default `margin_s`) absorbs the jitter so its 1-second windows see no
+# more than ours do.
+DEFAULT_RATE_MARGIN_S = 0.05
 Sleep = Callable[[float], Awaitable[None]]
 
 
