@@ -20,10 +20,8 @@ against one service always did, only when every service is parked at the same ti
 
 The limiter seam: `LimiterFactory` builds each service's limiter (`Limiter`, the protocol the
 client uses). `local_limiter` is the in-process `RateLimiter`; a service marked `shared = true`
-needs a limiter whose state lives in PostgreSQL (`pipeline.upstream.shared_limit`). To plug it
-in: set `SHARED_LIMITER_AVAILABLE = True` (the services file then accepts `shared = true`) and
-return that limiter from the `service.shared` branch of `make_limiters`, which gets the run's
-engine. Tests and tools can pass their own factory (`JobOptions["limiters"]`).
+gets `SharedRateLimiter`, whose state lives in PostgreSQL (`pipeline.upstream.shared_limit`),
+on the run's engine. Tests and tools can pass their own factory (`JobOptions["limiters"]`).
 """
 
 from __future__ import annotations
@@ -42,6 +40,7 @@ from sqlalchemy import Engine
 
 from pipeline.config import UpstreamService
 from pipeline.upstream.ratelimit import DEFAULT_RATE_MARGIN_S, Clock, RateLimiter
+from pipeline.upstream.shared_limit import SharedRateLimiter
 from pipeline.upstream.signals import ServiceStop
 
 if TYPE_CHECKING:
@@ -51,7 +50,7 @@ log = logging.getLogger("pipeline.upstream")
 
 # Whether `shared = true` services can run (a PostgreSQL-held limiter exists). The services
 # file refuses `shared = true` while this is False, with a clear message.
-SHARED_LIMITER_AVAILABLE = False
+SHARED_LIMITER_AVAILABLE = True
 
 
 class Limiter(Protocol):
@@ -93,12 +92,11 @@ def make_limiters(engine: Engine | None) -> LimiterFactory:
 
     def make(service: UpstreamService) -> Limiter:
         if service.shared:
-            # The hook for the PostgreSQL-held limiter (pipeline.upstream.shared_limit): the
-            # services file refuses `shared = true` until it is plugged in here.
-            raise RuntimeError(f"upstream {service.name!r}: shared limits are not available")
+            if engine is None:
+                raise RuntimeError(f"upstream {service.name!r}: a shared limit needs the database")
+            return SharedRateLimiter(engine, service.name, service.rate)
         return local_limiter(service)
 
-    del engine  # used by the shared limiter
     return make
 
 

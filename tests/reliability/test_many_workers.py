@@ -208,3 +208,36 @@ def test_two_file_ingests_on_one_file_fetch_each_link_once(
         assert sum(loaded for loaded, _ in runs) == len(ids), runs
     finally:
         engine.dispose()
+
+
+def test_two_processes_sharing_one_service_keep_its_limit(
+    db_url: str, fake_server: Callable[..., ThreadedFake], tmp_path: Path
+) -> None:
+    """Two `ingest` processes on one rate-limited service marked `shared = true`: the limit is
+    kept in PostgreSQL, so the service sees 0 x 429 and no 1-second window over its limit,
+    though each process alone would have been allowed the whole rate."""
+    limit = 5
+    fake = fake_server(seed=SEED, faults=FaultConfig(rate_limit=limit, latency_s=0.02))
+    pool = tmp_path / "upstreams.toml"
+    pool.write_text(
+        "[[upstream]]\n"
+        'name = "shared-cookie"\n'
+        f'base = "{fake.url}"\n'
+        'style = "seed"\n'
+        f"rate = {limit}\n"
+        "concurrency = 4\n"
+        "shared = true\n"
+    )
+    ids = sample_aweme_ids(60, seed=SEED + 2)
+    procs = []
+    for half, part in enumerate((ids[:30], ids[30:])):
+        path = tmp_path / f"part{half}.txt"
+        path.write_text("".join(f"https://www.douyin.com/video/{i}\n" for i in part))
+        args = [*ingest_command(), "run", str(path), "--upstreams", str(pool), "--no-progress"]
+        procs.append(_start(args, db_url))
+    outputs = [p.communicate(timeout=HANG_GUARD_S) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    served = fake.fake.served
+    assert [r.status for r in served if r.status == 429] == []
+    assert fake.fake.max_requests_in_window(1.0) <= limit
+    assert set(_served_since(fake, 0)) == set(ids)
