@@ -6,7 +6,7 @@ moment within 1.03 of its policy interval (hourly / daily / weekly), so about 3%
 gone. Every work has its `share_links` row, since the page query looks its link up per row.
 
 Then, in one run, side by side and repeated: pick 10,000 due works exactly as refresh does
-(`pipeline.refresh.iter_due_pages`, 500-row keyset pages, one connection checkout per page),
+(`pipeline.refresh.claim_due`, 500-work pages claimed in one transaction, rolled back after),
 with the default policy (`next_check_at`) and with `--stale-after 7 days` (`last_fetched_at`),
 against the same data in a twin database that lacks only the two partial due indexes, so
 PostgreSQL must scan `works` sequentially for every page.
@@ -39,7 +39,7 @@ from bench.common import (
     timed,
     with_database,
 )
-from pipeline.refresh import RefreshOptions, _due_query, iter_due_pages
+from pipeline.refresh import RefreshOptions, _due_query, claim_due
 
 DB, TWIN = "bench_refresh_due", "bench_refresh_due_noindex"
 DUE_INDEXES = ("ix_works_next_check_at_available", "ix_works_last_fetched_at_available")
@@ -126,10 +126,10 @@ def _fill(engine: Engine, n: int) -> None:
 def pick(engine: Engine, options: RefreshOptions, want: int) -> int:
     """Collect `want` due works the way RefreshJob does; returns how many were found."""
     got = 0
-    for page in iter_due_pages(engine, options, AS_OF):
-        got += len(page)
-        if got >= want:
-            break
+    with engine.connect() as conn:
+        while got < want and (page := claim_due(conn, options, AS_OF, run_id=0, page=500)):
+            got += len(page)
+        conn.rollback()  # the claims go: every pick starts from the same due works
     return got
 
 
@@ -142,8 +142,6 @@ def explain(
         "stale": options.stale_after,
         "max_age": None,
         "authors": [],
-        "after_t": datetime.min.replace(tzinfo=UTC),
-        "after_id": -(2**63),
         "page": 500,
     }
     how = "(ANALYZE, BUFFERS) " if analyze else ""

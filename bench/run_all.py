@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from bench import fetch_rate, load_throughput, refresh_due
+from bench import fetch_rate, load_throughput, refresh_due, refresh_workers
 from bench.common import Result, pg_server, print_results
 
 
@@ -23,6 +23,7 @@ def main() -> None:
                 ("refresh_due", refresh_due.main, ["--works", "1000000", "--repeat", "3"]),
                 ("load_throughput", load_throughput.main, ["--works", "600", "--repeat", "3"]),
                 ("fetch_rate", fetch_rate.main, ["--rate", "20", "--works", "80"]),
+                ("refresh_workers", refresh_workers.main, ["--works", "1500", "--repeat", "1"]),
             ):
                 print(f"\n=== bench.{title} {' '.join(argv)}", flush=True)
                 results += run(argv)

@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add("--redirect-target", default=None, help="base URL that off-host redirects point to")
     add("--sim-time", type=float, default=0.0, help="initial simulated time in seconds")
+    add("--author-pool", type=int, default=None, help="distinct authors (default: the payloads')")
     add(
         "--style", choices=("seed", "amagi"), default=None,
         help="serve only this contract, like the real service, with short links on a port of "
@@ -78,8 +79,9 @@ def _faults(args: argparse.Namespace) -> FaultConfig:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    pool = {} if args.author_pool is None else {"author_pool": args.author_pool}
     async with FakeUpstream(
-        seed=args.seed, faults=_faults(args), sim_time=args.sim_time, style=args.style
+        seed=args.seed, faults=_faults(args), sim_time=args.sim_time, style=args.style, **pool
     ) as fake:
         print(await fake.start(args.host, args.port), flush=True)
         if fake.short_link_base != fake.base_url:
