@@ -209,7 +209,7 @@ class RefreshJob(FetchJob):
         self.options = options
         # A page a little larger than the fetch queue: claims are not held much longer
         # than it takes to fetch them, so a dead worker strands little work.
-        self._page = max(8, min(_PAGE, settings.fetch.concurrency * 4))
+        self._page = max(8, min(_PAGE, settings.fetch.total_concurrency * 4))
 
     async def run(self) -> RunSummary:
         try:
