@@ -291,10 +291,11 @@ class RefreshJob(FetchJob):
             and d.record.aweme_id is not None
         ]
         reschedule(conn, failed, now + RETRY_FAILED_AFTER)
+        failed_ids = set(failed)
         done = [
             d.record.aweme_id
             for d in batch
-            if d.record.aweme_id is not None and d.record.aweme_id not in set(failed)
+            if d.record.aweme_id is not None and d.record.aweme_id not in failed_ids
         ]
         settle_works(conn, self.run_id, done, failed, RETRY_FAILED_AFTER)
         return self._resolve(conn, batch)

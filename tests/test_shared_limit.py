@@ -69,3 +69,24 @@ async def test_acquire_takes_turns_and_slow_down_narrows_them(
 def test_rejects_a_rate_that_is_not_positive(engines: tuple[Engine, Engine]) -> None:
     with pytest.raises(ValueError, match="positive"):
         SharedRateLimiter(engines[0], "svc", 0)
+
+
+async def test_without_the_database_no_request_starts(engines: tuple[Engine, Engine]) -> None:
+    """A shared limit that cannot be read grants nothing (and raises nothing): the run's own
+    outage guard decides how long to wait."""
+    gone = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+    sleeps: list[float] = []
+
+    class Enough(Exception):
+        pass
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise Enough
+
+    limiter = SharedRateLimiter(gone, "svc", 5, sleep=sleep)
+    with pytest.raises(Enough):
+        await limiter.acquire()
+    assert sleeps == [1.0, 1.0]
+    gone.dispose()

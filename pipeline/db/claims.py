@@ -28,17 +28,16 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
-    and_,
     delete,
     func,
-    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pipeline.db.outage import first_line
-from pipeline.db.tracking import IngestRun, LinkClaim, RunStatus, WorkClaim
+from pipeline.db.tracking import LinkClaim, WorkClaim
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,6 @@ LIVE_CLAIM_SQL = (
 
 _work_claims = cast(Table, WorkClaim.__table__)
 _link_claims = cast(Table, LinkClaim.__table__)
-_runs = cast(Table, IngestRun.__table__)
 
 
 def lease_end(lease: timedelta) -> ColumnElement[Any]:
@@ -157,23 +155,15 @@ def claim_links(conn: Connection, run_id: int, keys: Collection[str], lease: tim
     stmt = insert.on_conflict_do_update(
         index_elements=[_link_claims.c.link_key],
         set_={"run_id": insert.excluded.run_id, "lease_until": insert.excluded.lease_until},
-        where=~_live(_link_claims) | (_link_claims.c.run_id == insert.excluded.run_id),
+        # Free when no live run holds it, or this run does (renewed). Text, not an expression:
+        # SQLAlchemy does not correlate a subquery with the conflicting row of ON CONFLICT.
+        where=text(
+            f"NOT {LIVE_CLAIM_SQL.format(c='link_claims')} OR link_claims.run_id = excluded.run_id"
+        ),
     ).returning(_link_claims.c.link_key)
     until = conn.execute(select(lease_end(lease))).scalar_one()
     rows = [{"link_key": k, "run_id": run_id, "lease_until": until} for k in sorted(set(keys))]
     return set(conn.execute(stmt, rows).scalars())
-
-
-def _live(table: Table) -> ColumnElement[bool]:
-    """LIVE_CLAIM_SQL as an expression on `table`."""
-    running = (
-        select(_runs.c.run_id)
-        .where(_runs.c.run_id == table.c.run_id, _runs.c.status == RunStatus.RUNNING)
-        .exists()
-    )
-    return and_(
-        table.c.lease_until > func.clock_timestamp(), or_(table.c.run_id.is_(None), running)
-    )
 
 
 def settle_links(conn: Connection, run_id: int, keys: Collection[str]) -> None:

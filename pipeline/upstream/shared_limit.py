@@ -128,10 +128,10 @@ class SharedRateLimiter:
         with self.engine.begin() as conn:
             if not self._row_ready:
                 conn.execute(_ENSURE_ROW, {"name": self.name})
-                self._row_ready = True
             row = conn.execute(
                 _TAKE_TURN, {"name": self.name, "k": k, "keep": self._keep, "window": window}
             ).one()
+        self._row_ready = True
         return bool(row.granted), float(row.wait_s or 0.0)
 
     async def acquire(self) -> float:
@@ -142,7 +142,14 @@ class SharedRateLimiter:
                 if local_wait > 0:
                     await self._sleep(local_wait)
                     continue
-                granted, wait = await asyncio.to_thread(self._try_turn)
+                try:
+                    granted, wait = await asyncio.to_thread(self._try_turn)
+                except Exception as exc:
+                    # No database, no shared limit: no request starts. The run's own outage
+                    # guard decides how long that may last.
+                    log.debug("shared limit of %s not reachable: %s", self.name, first_line(exc))
+                    await self._sleep(_MAX_POLL_S)
+                    continue
                 if granted:
                     return self._clock()
                 await self._sleep(min(_MAX_POLL_S, max(_MIN_POLL_S, wait)))
