@@ -31,6 +31,7 @@ from pipeline.config import Settings
 from pipeline.db.claims import (
     DEFAULT_LEASE,
     claim_links,
+    drop_stale,
     release_claims,
     renew_claims,
     settle_links,
@@ -104,6 +105,7 @@ class IngestJob(FetchJob):
             tasks.create_task(renew_claims(self.engine, self.run_id, self.lease))
 
     async def _produce(self) -> None:
+        await self._db("claims cleanup", lambda: self._in_transaction(drop_stale))
         dedup = Deduplicator()
         pending: list[tuple[ShareLink, str]] = []
         lines = LinesFromThread(self.sources, asyncio.get_running_loop())

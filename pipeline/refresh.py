@@ -31,7 +31,7 @@ from pipeline.config import Settings
 from pipeline.db.claims import (
     DEFAULT_LEASE,
     LIVE_CLAIM_SQL,
-    drop_expired,
+    drop_stale,
     release_claims,
     renew_claims,
     settle_works,
@@ -227,7 +227,7 @@ class RefreshJob(FetchJob):
         loop = asyncio.get_running_loop()
         started = loop.time()
         budget, limit = self.options.budget_seconds, self.options.limit
-        await self._db("claims cleanup", lambda: self._in_transaction(drop_expired))
+        await self._db("claims cleanup", lambda: self._in_transaction(drop_stale))
         while True:
             page = self._page if limit is None else min(self._page, limit - self.counts["due"])
             if page <= 0:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, text
 
-from pipeline.db.claims import claim_links, drop_expired, release, renew, settle_works
+from pipeline.db.claims import claim_links, drop_stale, release, renew, settle_works
 from pipeline.db.runs import start_run
 from pipeline.refresh import RefreshOptions, claim_due, claimed_elsewhere
 
@@ -82,9 +82,23 @@ def test_an_expired_lease_is_taken_over_and_renewal_keeps_it(db: Connection) -> 
     assert _claim(db, b) == []
     db.execute(text("UPDATE work_claims SET lease_until = clock_timestamp() - interval '1 s'"))
     assert _claim(db, b) == ids
-    drop_expired(db)
     release(db, b)
     assert db.execute(text("SELECT count(*) FROM work_claims")).scalar_one() == 0
+
+
+def test_stale_claims_are_dropped_live_ones_kept(db: Connection) -> None:
+    ids = _works(db, 3)
+    a, b = start_run(db, "refresh", {}), start_run(db, "refresh", {})
+    assert _claim(db, a, page=1) == ids[:1]
+    assert _claim(db, b, page=1) == ids[1:2]
+    settle_works(db, b, done=[], failed=ids[1:2], rest=timedelta(hours=1))  # resting: kept
+    assert claim_links(db, a, ["aweme:1"], LEASE) == {"aweme:1"}
+    assert claim_links(db, b, ["aweme:2"], LEASE) == {"aweme:2"}
+    _abandon(db, a)
+    drop_stale(db)
+    works = db.execute(text("SELECT aweme_id FROM work_claims")).scalars()
+    links = db.execute(text("SELECT link_key FROM link_claims")).scalars()
+    assert (sorted(works), sorted(links)) == (ids[1:2], ["aweme:2"])
 
 
 def test_link_claims_keep_two_processes_off_one_link(db: Connection) -> None:

@@ -74,11 +74,13 @@ def release(conn: Connection, run_id: int) -> None:
         conn.execute(delete(table).where(table.c.run_id == run_id))
 
 
-def drop_expired(conn: Connection) -> None:
-    """Forget claims whose lease ended (their holders died, or the rest after a failure is
-    over): keeps the tables as small as the work in flight."""
-    for table in (_work_claims, _link_claims):
-        conn.execute(delete(table).where(table.c.lease_until <= func.clock_timestamp()))
+def drop_stale(conn: Connection) -> None:
+    """Forget claims that hold nothing any more: their lease ended (the holder died elsewhere,
+    or a failed work's rest is over), or their run is no longer running (it ended, or was
+    found dead). Run at the start of every run, so the tables stay as small as the work in
+    flight."""
+    for name in ("work_claims", "link_claims"):
+        conn.execute(text(f"DELETE FROM {name} WHERE NOT {LIVE_CLAIM_SQL.format(c=name)}"))
 
 
 async def renew_claims(engine: Engine, run_id: int | None, lease: timedelta) -> None:
