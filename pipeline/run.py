@@ -310,16 +310,21 @@ class FetchJob:
                 if result.cut_short and stop is not None:
                     # The whole service is in trouble: nothing is recorded for this link; it
                     # goes back to the queue for another service (or the next run).
-                    await self._links.give_back(lease.item)
+                    await self._links.give_back(lease.item, lease.tried)
                     self._park(member, stop, probe=lease.probe)
                     continue
                 if lease.probe:
                     if result.outcome.retryable and stop is not None:
-                        await self._links.give_back(lease.item)  # no answer yet: park again
+                        await self._links.give_back(lease.item, lease.tried)  # park again
                         self._park(member, stop, probe=True)
                         continue
                     self.pool_or_fail().reopen(member)
                     await self._links.changed()
+                elif result.outcome.retryable and self._links.elsewhere(member, lease.tried):
+                    # Retries ran out here (a flaky service, or one failing on its way to a
+                    # stop): another service tries the link before it is recorded failed.
+                    await self._links.give_back(lease.item, lease.tried | {member.name})
+                    continue
                 done = outcome_record(link, where, result, self.now())
             except Exception as exc:
                 # A bug must not kill a worker (the queues would stall) nor lose the link.
@@ -494,6 +499,7 @@ class FetchJob:
                 for s in services
             ]
             self.pool = Pool(members)
+            self._links.attach(members)
             writer = tasks.create_task(self._write())
             heartbeat = tasks.create_task(self._heartbeat())
             producer = tasks.create_task(self._produce_then_end())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import statistics
 import threading
 import time
@@ -315,3 +316,40 @@ def test_a_renewed_cookie_brings_the_service_back(db_url: str) -> None:
     assert home["links"] > 0  # back in the pool: it loaded works after its probe
     assert summary.parked_for_operator == []
     assert exit_code_for(summary.status, summary.counts) == 0
+
+
+def test_a_service_that_does_not_answer_costs_no_link(
+    db_url: str, services: FakeServices, tmp_path: Path
+) -> None:
+    """One service refuses every connection: each link whose retries run out there goes to the
+    other service instead of being recorded failed, the dead one is parked (it did not answer
+    for many links in a row), and the run finishes every link. A service parked for a cause
+    that passes by itself does not change the exit code: 0."""
+    services.start("alive", style="seed", faults=FaultConfig(latency_s=0.01))
+    with socket.socket() as dead:  # bound, never listening: connections are refused
+        dead.bind(("127.0.0.1", 0))
+        dead_base = f"http://127.0.0.1:{dead.getsockname()[1]}"
+        config = tmp_path / "upstreams.toml"
+        config.write_text(
+            upstreams_toml(services.fakes, alive={"rate": 60, "concurrency": 4})
+            + "[[upstream]]\n"
+            + f'name = "dead"\nbase = "{dead_base}"\nstyle = "seed"\nrate = 100\n'
+            + "concurrency = 2\nretries = 1\n",
+            encoding="utf-8",
+        )
+        ids = sample_aweme_ids(120, seed=0)
+        path = links_file(tmp_path, ids, services.fakes["alive"])
+        result = run_ingest(
+            ["run", str(path), "--upstreams", str(config), "--log-format", "json"],
+            env={"DATABASE_URL": db_url},
+        )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = summary_of(result.stdout)
+    assert summary["counts"]["loaded"] == 120
+    assert not summary["counts"].get("failed")
+    dead_report = summary["upstreams"]["dead"]
+    assert (dead_report["parked"], dead_report["cause"], dead_report["links"]) == (
+        True, "service_down", 0,
+    )  # fmt: skip
+    assert summary["upstreams"]["alive"]["links"] == 120
