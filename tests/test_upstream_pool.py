@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import statistics
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from helpers import run_ingest
+from helpers import ingest_command, run_ingest
 from pipeline.cli.exits import exit_code_for
 from pipeline.config import FetchSettings, Settings, UpstreamService
 from pipeline.ingest import IngestJob, InputSource
@@ -105,6 +107,27 @@ def per_second(times: list[float]) -> list[int]:
     return bins
 
 
+def run_niced(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real command at a lower CPU priority than the fakes. The fakes stand in for
+    services on machines of their own, which stamp a request when it arrives: on a busy test
+    machine a client that outcompetes them for the CPU delays their stamps (measured: up to
+    100 ms after the request was written, median 9 ms; niced, under 45 ms, median 1 ms), and
+    a stamp late by more than the client's 50 ms margin makes a window look fuller than what
+    was sent. The client itself is slowed, not helped: the throughput check holds regardless."""
+    full_env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DOUYIN_API_TOKEN")
+    }
+    full_env.update(env)
+    return subprocess.run(
+        ["nice", "-n", "10", *ingest_command(), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+        check=False,
+    )
+
+
 LIMITS = {"slow": 5, "mid": 10, "fast": 20}
 
 
@@ -127,7 +150,7 @@ def test_three_services_each_at_its_own_limit(
     path = links_file(tmp_path, ids, fakes["slow"], short_every=10)
 
     args = ["run", str(path), "--upstreams", str(config), "--log-format", "json"]
-    result = run_ingest(args, env={"DATABASE_URL": db_url}, timeout=300)
+    result = run_niced(args, env={"DATABASE_URL": db_url})
 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = summary_of(result.stdout)
