@@ -310,22 +310,27 @@ class FetchJob:
                 if result.cut_short and stop is not None:
                     # The whole service is in trouble: nothing is recorded for this link; it
                     # goes back to the queue for another service (or the next run).
-                    await self._links.give_back(lease.item)
+                    await self._links.give_back(lease.item, lease.tried)
                     self._park(member, stop, probe=lease.probe)
                     continue
                 if lease.probe:
                     if result.outcome.retryable and stop is not None:
-                        await self._links.give_back(lease.item)  # no answer yet: park again
+                        await self._links.give_back(lease.item, lease.tried)  # park again
                         self._park(member, stop, probe=True)
                         continue
-                    self.pool_or_fail().reopen(member)
+                    self._the_pool().reopen(member)
                     await self._links.changed()
+                elif result.outcome.retryable and self._links.elsewhere(member, lease.tried):
+                    # Retries ran out here (a flaky service, or one failing on its way to a
+                    # stop): another service tries the link before it is recorded failed.
+                    await self._links.give_back(lease.item, lease.tried | {member.name})
+                    continue
                 done = outcome_record(link, where, result, self.now())
             except Exception as exc:
                 # A bug must not kill a worker (the queues would stall) nor lose the link.
                 log.exception("internal error on %s", link.url)
                 if lease.probe:
-                    self.pool_or_fail().reopen(member)
+                    self._the_pool().reopen(member)
                     await self._links.changed()
                 # The id the fetch found (a short link's) lets a later load resolve it.
                 found = result.aweme_id if result is not None else None
@@ -341,14 +346,14 @@ class FetchJob:
             await self._hand_to_writer(done)
             self._settled += 1  # after the hand-off: a worker cancelled in it recorded nothing
 
-    def pool_or_fail(self) -> Pool:
+    def _the_pool(self) -> Pool:
         assert self.pool is not None
         return self.pool
 
     def _park(self, member: PoolMember, stop: ServiceStop, *, probe: bool) -> None:
         """Park the service; when every service is parked, stop the run (with one service,
         exactly as a run against one service always stopped)."""
-        pool = self.pool_or_fail()
+        pool = self._the_pool()
         if pool.park(member, stop, probe=probe):
             message, needs_operator = pool.stop_message()
             status = RunStatus.OPERATOR_ERROR if needs_operator else RunStatus.FAILED
@@ -494,6 +499,7 @@ class FetchJob:
                 for s in services
             ]
             self.pool = Pool(members)
+            self._links.attach(members)
             writer = tasks.create_task(self._write())
             heartbeat = tasks.create_task(self._heartbeat())
             producer = tasks.create_task(self._produce_then_end())

@@ -123,3 +123,31 @@ def test_the_queue_ends_only_when_no_link_can_come_back() -> None:
         assert await links.take(a) is None
 
     asyncio.run(scenario())
+
+
+def test_a_link_whose_retries_ran_out_goes_to_a_service_that_has_not_tried_it() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        a, b = member("a"), member("b")
+        pool = Pool([a, b], clock=clock)
+        links: Dispatcher[int] = Dispatcher(10, clock=clock)
+        links.attach([a, b])
+        await links.put(1)
+        await links.put(2)
+
+        lease = await links.take(a)
+        assert lease is not None
+        assert lease.item == 1
+        assert links.elsewhere(a, lease.tried)  # b is open and has not tried it
+        await links.give_back(1, lease.tried | {"a"})
+        assert await taken(links, a) == 2  # a passes over the link it tried
+        lease = await links.take(b)
+        assert lease is not None
+        assert (lease.item, lease.tried) == (1, frozenset({"a"}))
+        assert not links.elsewhere(b, lease.tried)  # everyone tried it: b records it
+        await links.give_back(1, lease.tried)
+
+        pool.park(b, DOWN)  # nobody else open would take it: a does after all
+        assert await taken(links, a) == 1
+
+    asyncio.run(scenario())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 
 import pytest
 
@@ -151,3 +152,54 @@ async def test_context_manager_and_validation() -> None:
         RateLimiter(0)
     with pytest.raises(ValueError, match="rate"):
         RateLimiter(float("inf"))
+
+
+@pytest.mark.parametrize("rate", [3.0, 10.0])
+async def test_a_start_that_leaves_late_is_counted_from_when_it_left(rate: float) -> None:
+    """A turn granted while the event loop was busy leaves later than granted; `restamp`
+    records when it really left, so the windows of the real departures hold: without it, the
+    same run puts more than the rate in some window."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep)
+    rng = random.Random(5)
+    left: list[float] = []
+    unstamped: list[float] = []
+
+    async def worker() -> None:
+        while True:
+            granted = await limiter.acquire()
+            if granted >= 60:
+                return
+            if rng.random() < 0.3:  # the loop was busy: this request leaves late
+                await clock.sleep(rng.uniform(0.0, 0.4))
+            unstamped.append(clock.now)
+            left.append(limiter.restamp(granted))
+            assert left[-1] == clock.now
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(8)))
+    # (1e-9 less than a second: a start at t + 1.0 can round to a hair under it)
+    assert max_in_window(left, 1.0 - 1e-9) <= math.floor(rate)
+    assert len(left) >= 0.8 * rate * 60  # late departures cost little throughput
+
+
+async def test_departures_without_restamp_can_break_the_window() -> None:
+    """The control for the test above: the same late departures, but counted from their
+    grants, put more than the rate in a window."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    rng = random.Random(5)
+    left: list[float] = []
+
+    async def worker() -> None:
+        while True:
+            granted = await limiter.acquire()
+            if granted >= 60:
+                return
+            if rng.random() < 0.3:
+                await clock.sleep(rng.uniform(0.0, 0.4))
+            left.append(clock.now)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(8)))
+    assert max_in_window(left, 1.0 - 1e-9) > 10

@@ -151,3 +151,24 @@ def test_cli_usage_errors_exit_1_without_a_traceback(tmp_path: Path) -> None:
     by_env = run_ingest(["run", str(links)], env={"INGEST_UPSTREAMS": str(tmp_path / "none")})
     assert by_env.returncode == 1
     assert "cannot read the upstreams file" in by_env.stderr
+
+
+def test_a_pool_from_the_environment_gives_way_to_a_typed_single_service_option(
+    tmp_path: Path,
+) -> None:
+    """INGEST_UPSTREAMS names a pool whose token variable is unset (using it would be exit 1);
+    with --api-base typed on the command line the pool is not read at all: a dry run works."""
+    links = tmp_path / "links.txt"
+    links.write_text("https://www.douyin.com/video/7223326284024139065\n", encoding="utf-8")
+    pool = tmp_path / "pool.toml"
+    pool.write_text(EXAMPLE.replace("HOME_TOKEN", "POOL_TEST_UNSET"), encoding="utf-8")
+    env = {"INGEST_UPSTREAMS": str(pool)}
+
+    with_pool = run_ingest(["run", str(links), "--dry-run"], env=env)
+    assert with_pool.returncode == 1
+    assert "POOL_TEST_UNSET, which is not set" in with_pool.stderr
+
+    one_off = run_ingest(
+        ["run", str(links), "--dry-run", "--api-base", "http://127.0.0.1:1"], env=env
+    )
+    assert one_off.returncode == 0, one_off.stderr

@@ -159,7 +159,7 @@ def fetch_options(func: Command[R]) -> Command[R]:
         resolve_base: str | None,
         **kwargs: Any,
     ) -> R:
-        if upstreams is not None:
+        if upstreams is not None and not _env_pool_overridden():
             return func(*args, fetch=_pool_settings(upstreams, timeout, retries), **kwargs)
         base = check_base_url(api_base, "--api-base")
         check_api_credentials(base, api_token)
@@ -247,20 +247,34 @@ def fetch_options(func: Command[R]) -> Command[R]:
     )
 
 
+def _given_single_service_options() -> list[str]:
+    ctx = click.get_current_context()
+    return [
+        "--" + name.replace("_", "-")
+        for name in _SINGLE_SERVICE
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    ]
+
+
+def _env_pool_overridden() -> bool:
+    """A pool from INGEST_UPSTREAMS gives way to single-service options typed on the command
+    line (a one-off run against one service, in a shell that exports the pool)."""
+    ctx = click.get_current_context()
+    from_env = ctx.get_parameter_source("upstreams") is ParameterSource.ENVIRONMENT
+    return from_env and bool(_given_single_service_options())
+
+
 def _pool_settings(path: Path, timeout: float, retries: int) -> FetchSettings:
     """The pool a `--upstreams` file describes. Single-service options given on the command
-    line with it are a usage error (which would win is a guess); their environment variables
-    are ignored, so a shell that exports DOUYIN_API_BASE can still use a pool file."""
+    line with `--upstreams` are a usage error (which would win is a guess); their environment
+    variables are ignored, so a shell that exports DOUYIN_API_BASE can still use a pool file."""
     from pipeline.upstream.services import load_upstreams
 
-    ctx = click.get_current_context()
-    for name in _SINGLE_SERVICE:
-        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
-            option = "--" + name.replace("_", "-")
-            raise UsageError(
-                f"{option} and --upstreams are two ways to name the upstream: use one (in a "
-                "pool file each service sets its own base, style, rate and concurrency)"
-            )
+    if given := _given_single_service_options():
+        raise UsageError(
+            f"{given[0]} and --upstreams are two ways to name the upstream: use one (in a "
+            "pool file each service sets its own base, style, rate and concurrency)"
+        )
     services = load_upstreams(path, timeout_s=timeout, retries=retries)
     return FetchSettings(
         timeout_s=timeout, retries=retries, upstreams=services, upstreams_file=str(path)

@@ -398,6 +398,10 @@ class UpstreamClient:
                 turn.cancel()
         if self.service_stop is not None:
             raise _Stopped
+        if isinstance(self.limiter, RateLimiter):
+            # The caller sends right after this, with no await in between: a turn granted
+            # while other work held the loop counts from now, not from when it was granted.
+            started = self.limiter.restamp(started)
         self.stats.request_started(started)
         return started
 

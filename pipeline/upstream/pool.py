@@ -190,6 +190,7 @@ Item = TypeVar("Item")
 class Lease(Generic[Item]):
     item: Item
     probe: bool  # this fetch is its parked service's probe
+    tried: frozenset[str] = frozenset()  # services that spent their retries on it already
 
 
 class Dispatcher(Generic[Item]):
@@ -197,21 +198,42 @@ class Dispatcher(Generic[Item]):
 
     `take(member)` waits until the member may fetch (open, or its probe is due) and a link is
     waiting; None once the producer closed the queue and no link is waiting or in flight (a
-    link in flight may still come back). `give_back` returns a link a parked service held to
-    the front of the queue; `done` says a taken link's fetch ended.
+    link in flight may still come back). `give_back` returns a link to the front of the queue:
+    one a parked service held, or one whose retries ran out at a service while another open
+    service has not tried it (`elsewhere`); a service passes over a link it tried while such
+    another service is open. `done` says a taken link's fetch ended.
     """
 
     def __init__(self, maxsize: int, clock: Clock = time.monotonic) -> None:
-        self._items: deque[Item] = deque()
+        self.members: list[PoolMember] = []  # the pool's (`attach`), for `elsewhere`
+        self._items: deque[tuple[Item, frozenset[str]]] = deque()
         self._maxsize = max(1, maxsize)
         self._in_flight = 0
         self._closed = False
         self._changed = asyncio.Condition()
         self._clock = clock
 
+    def attach(self, members: Sequence[PoolMember]) -> None:
+        self.members = list(members)
+
     @property
     def finished(self) -> bool:
         return self._closed and not self._items and self._in_flight == 0
+
+    def elsewhere(self, member: PoolMember, tried: frozenset[str]) -> bool:
+        """Whether another open service has not tried this link yet."""
+        return any(
+            m.state is ServiceState.OPEN and m is not member and m.name not in tried
+            for m in self.members
+        )
+
+    def _pick(self, member: PoolMember) -> int | None:
+        """The first waiting link `member` should take: not one it tried, unless no other open
+        service would take it (so every link always has a taker)."""
+        for i, (_, tried) in enumerate(self._items):
+            if member.name not in tried or not self.elsewhere(member, tried):
+                return i
+        return None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -220,7 +242,7 @@ class Dispatcher(Generic[Item]):
         async with self._changed:
             while len(self._items) >= self._maxsize:
                 await self._changed.wait()
-            self._items.append(item)
+            self._items.append((item, frozenset()))
             self._changed.notify_all()
 
     def full(self) -> bool:
@@ -241,26 +263,30 @@ class Dispatcher(Generic[Item]):
                 wait: float | None = None
                 if member.state is ServiceState.PARKED and now < member.parked_until:
                     wait = member.parked_until - now
-                elif member.state is not ServiceState.PROBING and self._items:
+                elif member.state is not ServiceState.PROBING and (
+                    (i := self._pick(member)) is not None
+                ):
                     probe = member.state is ServiceState.PARKED
                     if probe:
                         member.state = ServiceState.PROBING
                         log.info("probing upstream %s with one link", member.name)
                     self._in_flight += 1
-                    item = self._items.popleft()
+                    item, tried = self._items[i]
+                    del self._items[i]
                     self._changed.notify_all()  # room for the producer
-                    return Lease(item, probe)
+                    return Lease(item, probe, tried)
                 try:
                     async with asyncio.timeout(wait):
                         await self._changed.wait()
                 except TimeoutError:
                     pass  # its probe is due
 
-    async def give_back(self, item: Item) -> None:
-        """A link whose fetch a service-wide problem cut short: first in line again."""
+    async def give_back(self, item: Item, tried: frozenset[str] = frozenset()) -> None:
+        """A link taken and not settled: first in line again. `tried`: the services that
+        spent their retries on it (not one that was parked: that was not the link's fault)."""
         async with self._changed:
             self._in_flight -= 1
-            self._items.appendleft(item)
+            self._items.appendleft((item, tried))
             self._changed.notify_all()
 
     async def done(self) -> None:

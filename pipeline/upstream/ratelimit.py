@@ -111,6 +111,30 @@ class RateLimiter:
     ) -> None:
         return None
 
+    def restamp(self, granted: float) -> float:
+        """The request granted a turn at `granted` starts only now (the event loop ran other
+        work in between): record its start as now, so that the turns after it are counted
+        from when it really left. Returns the start recorded.
+
+        Moving one start later keeps the guarantee: the turns granted since were spaced from
+        the records then, and every later turn is computed from the record with this start
+        moved (a waiter re-reads it when it wakes)."""
+        now = self._clock()
+        if now <= granted:
+            return granted
+        starts = self._starts
+        for i in range(len(starts) - 1, -1, -1):
+            if starts[i] == granted:
+                del starts[i]
+                break
+        else:
+            return granted  # already out of the log: nothing after it depends on it
+        i = len(starts)
+        while i > 0 and starts[i - 1] > now:
+            i -= 1
+        starts.insert(i, now)
+        return now
+
     def pause(self, seconds: float) -> None:
         """Hold every request start until `seconds` from now (extends, never shortens)."""
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
