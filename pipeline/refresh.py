@@ -31,6 +31,7 @@ from pipeline.config import Settings
 from pipeline.db.claims import (
     DEFAULT_LEASE,
     LIVE_CLAIM_SQL,
+    claim_works,
     drop_stale,
     release_claims,
     renew_claims,
@@ -115,26 +116,6 @@ def _due_query(options: RefreshOptions) -> tuple[str, str]:
     return sql, order
 
 
-def _claim_sql(options: RefreshOptions) -> str:
-    """One statement: lock a page of due, unclaimed works, claim them for this run, and return
-    them with the link each was loaded from. ON CONFLICT has the final word: a claim another
-    worker committed after this statement's snapshot still wins (its lease has not ended), so
-    two workers never both get a work."""
-    due, _ = _due_query(options)
-    return (
-        f"WITH due AS ({due}), "
-        "claimed AS (INSERT INTO work_claims (aweme_id, run_id, lease_until) "
-        "  SELECT aweme_id, :run_id, clock_timestamp() + :lease FROM due "
-        "  ON CONFLICT (aweme_id) DO UPDATE "
-        "  SET run_id = excluded.run_id, lease_until = excluded.lease_until "
-        f"  WHERE NOT ({LIVE_CLAIM_SQL.format(c='work_claims')}) RETURNING aweme_id) "
-        "SELECT d.aweme_id, "
-        "(SELECT s.url FROM share_links s WHERE s.aweme_id = d.aweme_id "
-        "  AND s.last_outcome = 'loaded' ORDER BY s.last_seen_at DESC LIMIT 1) AS link "
-        "FROM due d JOIN claimed USING (aweme_id) ORDER BY d.due_key, d.aweme_id"
-    )
-
-
 def claim_due(
     conn: Connection,
     options: RefreshOptions,
@@ -142,14 +123,11 @@ def claim_due(
     run_id: int,
     page: int = _PAGE,
 ) -> list[tuple[int, str | None]]:
-    """Claim up to `page` due works for this run (oldest due first): (aweme_id, link)."""
-    params = {
-        **_due_params(options, as_of),
-        "page": page,
-        "run_id": run_id,
-        "lease": options.lease,
-    }
-    return [(r.aweme_id, r.link) for r in conn.execute(text(_claim_sql(options)), params)]
+    """Claim up to `page` due works for this run (oldest due first): (aweme_id, link), the
+    link being the one each work was loaded from, if known."""
+    due, _ = _due_query(options)
+    params = {**_due_params(options, as_of), "page": page}
+    return [(r.aweme_id, r.link) for r in claim_works(conn, due, params, run_id, options.lease)]
 
 
 def claimed_elsewhere(conn: Connection, options: RefreshOptions, as_of: datetime) -> bool:

@@ -1,9 +1,11 @@
 """Claims with leases: how several processes share work on one database (docs/scaling.md).
 
-A claim is a row saying "run R is on this work (or link) until `lease_until`". Its holder
-renews the lease while alive (`renew`) and deletes the claim in the very transaction that
-commits the work's fate (`settle_works`, `settle_links`), so another process either sees the
-claim or sees the fate, never neither. A process that dies stops renewing: its claims expire
+A claim is a row saying "run R is on this work (or link) until `lease_until`". Claims are
+scheduler state with tables of their own, and this module is their one writer: `works` only
+gets a row lock for the instant of a claim, never a new row version. The holder renews its
+leases while alive (`renew`) and deletes a claim in the very transaction that commits the
+work's fate (`settle_works`, `settle_links`), so another process either sees the claim or sees
+the fate, never neither. A process that dies stops renewing: its claims expire
 and the others take the work. Every time is the database's clock (`clock_timestamp()`), so
 hosts with skewed clocks agree on when a lease ends.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 from typing import Any, cast
 
@@ -27,6 +29,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Row,
     Table,
     delete,
     func,
@@ -115,6 +118,34 @@ def _in_transaction(engine: Engine, fn: Callable[[Connection], None]) -> None:
 
 
 # -- works (refresh) ---------------------------------------------------------------------------
+
+
+def claim_works(
+    conn: Connection,
+    due: str,
+    params: Mapping[str, object],
+    run_id: int,
+    lease: timedelta,
+) -> list[Row[Any]]:
+    """Claim for this run the works `due` selects, in one statement, and return them (with the
+    link each was loaded from) in due order. `due` (with its `params`) is the caller's SELECT of
+    `aweme_id, due_key`, locking its rows `FOR UPDATE SKIP LOCKED` and leaving out works a live
+    claim holds (`LIVE_CLAIM_SQL`). ON CONFLICT has the final word: a claim another worker
+    committed after this statement's snapshot still wins, so two workers never both get a
+    work."""
+    sql = (
+        f"WITH due AS ({due}), "
+        "claimed AS (INSERT INTO work_claims (aweme_id, run_id, lease_until) "
+        "  SELECT aweme_id, :run_id, clock_timestamp() + :lease FROM due "
+        "  ON CONFLICT (aweme_id) DO UPDATE "
+        "  SET run_id = excluded.run_id, lease_until = excluded.lease_until "
+        f"  WHERE NOT ({LIVE_CLAIM_SQL.format(c='work_claims')}) RETURNING aweme_id) "
+        "SELECT d.aweme_id, "
+        "(SELECT s.url FROM share_links s WHERE s.aweme_id = d.aweme_id "
+        "  AND s.last_outcome = 'loaded' ORDER BY s.last_seen_at DESC LIMIT 1) AS link "
+        "FROM due d JOIN claimed USING (aweme_id) ORDER BY d.due_key, d.aweme_id"
+    )
+    return list(conn.execute(text(sql), {**params, "run_id": run_id, "lease": lease}))
 
 
 def settle_works(
