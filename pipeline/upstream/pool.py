@@ -341,14 +341,14 @@ class Pool:
             return True
         if first:
             log.error(
-                "upstream %s parked: %s. The other services carry on; probing it again in %.0fs",
+                "upstream %s parked: %s. The other services carry on; probing it again in %gs",
                 member.name,
                 stop.message,
                 member.backoff_s,
             )
         else:
             log.warning(
-                "upstream %s still unavailable (%s); next probe in %.0fs",
+                "upstream %s still unavailable (%s); next probe in %gs",
                 member.name,
                 stop.short,
                 member.backoff_s,
@@ -368,7 +368,7 @@ class Pool:
 
     def stop_message(self) -> tuple[str, bool]:
         """Why the run stops when every service is parked, and whether someone must act."""
-        parked = [m for m in self.members if m.stop is not None]
+        parked = [m for m in self.members if m.state is not ServiceState.OPEN and m.stop]
         needs_operator = any(m.stop.needs_operator for m in parked if m.stop is not None)
         if not self.pooled and parked and parked[0].stop is not None:
             return parked[0].stop.message, needs_operator
