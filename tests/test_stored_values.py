@@ -52,6 +52,12 @@ TABLES = {
     "raw_payloads": "aweme_id",
 }
 NOT_CONTENT = ("last_fetched_at", "next_check_at")
+# JSONB columns, whose SQL NULL and JSON null print alike inside to_jsonb: dumped by type too.
+MERGED = ("authors", "music", "collections", "places", "works")
+JSONB_COLUMNS = {
+    **{table: ("field_seen_at",) for table in MERGED},
+    "raw_payloads": ("payload", "complete_payload"),
+}
 
 
 def _seed_body(douyin_body: bytes) -> bytes:
@@ -241,8 +247,12 @@ def dump(conn: Connection, without: tuple[str, ...] = ()) -> Iterator[str]:
     for table, key in TABLES.items():
         if table in without:
             continue
+        types = "".join(
+            f" || ' {c}:' || coalesce(jsonb_typeof({c}), 'NULL')"
+            for c in JSONB_COLUMNS.get(table, ())
+        )
         rows = conn.execute(
-            text(f"SELECT (to_jsonb(t) - {drop})::text FROM {table} t ORDER BY {key}")
+            text(f"SELECT (to_jsonb(t) - {drop})::text{types} FROM {table} t ORDER BY {key}")
         )
         for (row,) in rows:
             yield f"{table} {row}"
