@@ -31,6 +31,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Connection,
+    Row,
     Select,
     Table,
     Text,
@@ -250,24 +251,30 @@ def _merged_upsert(merged: _Merged) -> Insert:
     )
 
 
-def _merge_stored(
-    conn: Connection,
+def _read_stored(conn: Connection, merged: _Merged, keys: Sequence[int]) -> dict[int, Row[Any]]:
+    """The stored rows of these keys (absent keys: no row yet)."""
+    if not keys:
+        return {}
+    rows = conn.execute(_stored_query(merged), {"keys": list(keys)})
+    return {row[0]: row for row in rows}
+
+
+def _merge(
     merged: _Merged,
+    stored: Mapping[int, Row[Any]],
     candidates: Mapping[int, list[Candidate]],
     *,
     replace_ties: bool,
 ) -> dict[int, MergedRow]:
-    """Read the stored rows of these keys and merge the candidates in (nothing is written).
-    Returns every merged row by key; `written` tells which would change."""
-    if not candidates:
-        return {}
-    keys = sorted(candidates)
+    """Merge the candidates into the stored rows (nothing is written): every merged row by
+    key; `written` tells which would change."""
     spec = merged.spec
-    stored = {
-        row[merged.key]: spec.stored(row)
-        for row in conn.execute(_stored_query(merged), {"keys": keys}).mappings()
-    }
-    return {k: spec.merge(stored.get(k), candidates[k], replace_ties=replace_ties) for k in keys}
+    result = {}
+    for k in sorted(candidates):
+        row = stored.get(k)
+        before = None if row is None else spec.stored(row._mapping)
+        result[k] = spec.merge(before, candidates[k], replace_ties=replace_ties)
+    return result
 
 
 def _write_merged(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> None:
@@ -330,11 +337,11 @@ def load_works(
     # An unlocked look tells which dimension rows this batch changes. A row it leaves alone
     # needs no lock: the merge only moves facts forward, so what does not change the row as
     # read does not change any later state of it either.
-    changing = {
-        dim: [k for k, row in _merge_stored(conn, dim, cands, replace_ties=ties).items()
-              if row.written]
-        for dim, cands in dimensions.items()
-    }  # fmt: skip
+    looked = {dim: _read_stored(conn, dim, sorted(cands)) for dim, cands in dimensions.items()}
+    first = {
+        dim: _merge(dim, looked[dim], cands, replace_ties=ties) for dim, cands in dimensions.items()
+    }
+    changing = {dim: [k for k, row in first[dim].items() if row.written] for dim in dimensions}
     author_keys = set(changing[_AUTHORS])
     author_keys.update(r["key"] for r in _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts))
     changing[_AUTHORS] = sorted(author_keys)
@@ -342,13 +349,15 @@ def load_works(
         conn, {dim.lock_class: keys for dim, keys in changing.items()} | {"works": work_candidates}
     )
 
-    # Under the locks: merge again against the rows as they are now, and write.
+    # Under the locks: merge again where another writer changed a row since the look, and write.
     for dim, keys in changing.items():
-        cands = dimensions[dim]
-        rows = _merge_stored(conn, dim, {k: cands[k] for k in keys}, replace_ties=ties)
-        _write_merged(conn, dim, rows)
+        now = _read_stored(conn, dim, keys)
+        moved = {k: dimensions[dim][k] for k in keys if now.get(k) != looked[dim].get(k)}
+        again = _merge(dim, now, moved, replace_ties=ties)
+        _write_merged(conn, dim, {k: again.get(k) or first[dim][k] for k in keys})
     _write_masters(conn, works)
-    merged = _merge_stored(conn, _WORKS, work_candidates, replace_ties=ties)
+    stored_works = _read_stored(conn, _WORKS, sorted(work_candidates))
+    merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties)
     _write_merged(conn, _WORKS, merged)
     _write_children(conn, merged)
 
