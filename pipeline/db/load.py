@@ -536,7 +536,8 @@ def _write_children(conn: Connection, merged: Mapping[int, MergedRow]) -> None:
                 continue
             for child, rows in _child_rows(name, row.values[name]).items():
                 ids, all_rows = pending.setdefault(child, ([], []))
-                ids.append(aweme_id)
+                if not row.inserted:  # a work new to the table has no children to replace
+                    ids.append(aweme_id)
                 all_rows.extend(rows)
     for child in sorted(pending, key=lambda t: t.name):
         ids, rows = pending[child]
@@ -550,17 +551,21 @@ def _sync_children(
     rows: Sequence[Mapping[str, Any]],
     second_key: str,
 ) -> None:
-    """Make the children of `aweme_ids` exactly `rows`, touching only rows that differ."""
+    """Make the children of `aweme_ids` exactly the `rows` they own, touching only rows that
+    differ; `rows` of other works are inserted."""
     rows = sorted(rows, key=lambda r: (r["aweme_id"], r[second_key]))
     delete, upsert = _children_statements(child, second_key)
-    conn.execute(
-        delete,
-        {
-            "keys": list(aweme_ids),
-            "keep_ids": [r["aweme_id"] for r in rows],
-            "keep_keys": [r[second_key] for r in rows],
-        },
-    )
+    if aweme_ids:
+        replaced = set(aweme_ids)
+        kept = [r for r in rows if r["aweme_id"] in replaced]
+        conn.execute(
+            delete,
+            {
+                "keys": list(aweme_ids),
+                "keep_ids": [r["aweme_id"] for r in kept],
+                "keep_keys": [r[second_key] for r in kept],
+            },
+        )
     if rows:
         conn.execute(upsert, _given(rows))
 
