@@ -12,9 +12,11 @@ Rules every writer here follows:
   wait for each other where both have something new to say about one of them.
 - One small writer per table; a row is written only when the merge changed it, so loading the
   same payloads twice changes nothing (and locks nothing but its works).
-- Every write is one set-based statement per table (`INSERT ... SELECT FROM unnest(arrays)`,
-  one array per column), built once and prepared by the driver: the batch's size does not
-  change the SQL text. Raw payloads go one row per parameter set (`pipeline.db.payloads`).
+- Every write is one set-based statement per table: `INSERT ... SELECT FROM
+  json_to_recordset(:given) ... ON CONFLICT`, the rows as one JSON text typed by the table's
+  columns (encoded by orjson in C, where arrays would be dumped by psycopg in Python), built
+  once and prepared by the driver: the batch's size does not change the SQL text. Raw
+  payloads go one row per parameter set (`pipeline.db.payloads`).
 """
 
 from __future__ import annotations
