@@ -21,6 +21,7 @@ Rules every writer here follows:
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -219,7 +220,17 @@ def _insert_rows(target: Table, columns: Sequence[str]) -> Insert:
 def _given(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """The parameter of `_rows`: one text, encoded in C, where arrays would be dumped by
     psycopg element by element in Python (the loader's largest client cost after the merge)."""
-    return {"given": orjson.dumps(rows).decode()}
+    try:
+        return {"given": orjson.dumps(rows).decode()}
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, which PostgreSQL
+        # must see and refuse (NumericValueOutOfRange: that work alone fails, see batches.py)
+        return {"given": json.dumps(rows, default=_isoformat)}
+
+
+def _isoformat(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass(frozen=True)
