@@ -4,12 +4,15 @@ not written here: see `pipeline.db.state`.
 
 Rules every writer here follows:
 - The caller owns the transaction: nothing in this module commits.
-- Keys are locked (transaction-scoped advisory locks, in one global order) before the rows
-  they write are read, so two writers of the same author or work serialize instead of
-  overwriting each other's merge, and cannot deadlock. Only keys that need it are locked: every
-  work of the batch, and the authors, tracks, collections and places the batch changes (an
-  unlocked look first tells which): two processes loading works of the same authors then only
-  wait for each other where both have something new to say about one of them.
+- Two writers of one row serialize instead of overwriting each other's merge, and cannot
+  deadlock. Works (rarely shared) take transaction-scoped advisory locks, in key order, before
+  they are read. Authors, tracks, collections and places (shared by many batches) are locked as
+  late as possible: an unlocked look tells which rows the batch changes (a row it leaves alone
+  is never locked: the merge only moves facts forward, so what does not change the row as read
+  does not change a later state of it either); new rows are inserted first (works point to
+  them; a row another writer inserts first is waited for); the existing rows the batch changes
+  are locked (`FOR NO KEY UPDATE`, in key order), merged again and written last, so another
+  writer of the same authors waits only for this short tail of the transaction.
 - One small writer per table; a row is written only when the merge changed it, so loading the
   same payloads twice changes nothing (and locks nothing but its works).
 - Every write is one set-based statement per table: `INSERT ... SELECT FROM
@@ -51,6 +54,7 @@ from sqlalchemy import (
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.types import TypeEngine
 
 from pipeline.db import payloads as raw_writer
@@ -155,17 +159,18 @@ def _work_values(w: FlatWork) -> Mapping[str, Any]:
 
 # --- locking and merging ----------------------------------------------------------------------
 
-# Advisory lock classes, one per merged table: a lock id is the class in the top byte and the
-# key's low 56 bits below (two keys that share a lock id merely wait for each other).
-_LOCK_CLASSES = {"authors": 1, "music": 2, "collections": 3, "places": 4, "works": 5}
+# Advisory lock classes: a lock id is the class in the top byte and the key's low 56 bits below
+# (two keys that share a lock id merely wait for each other). Works only, now; 1-4 were the
+# authors, music, collections and places, which are locked as rows instead (see load_works).
+_LOCK_CLASSES = {"works": 5}
 _LOW_56_BITS = (1 << 56) - 1
 
 
 def _lock(conn: Connection, keys: Mapping[str, Iterable[int]]) -> None:
     """Serialize writers of the same keys, taking every lock in one global order (so writers
     cannot deadlock). ON CONFLICT alone would let two transactions that read the same row (or
-    no row) each write their own merge, and the second would drop the first's facts; it also
-    only arbitrates the primary key (authors.sec_uid is unique too)."""
+    no row) each write their own merge, and the second would drop the first's facts. A lock
+    on the key, not the row, also covers a work that has no row yet."""
     lock_ids = sorted(
         {(_LOCK_CLASSES[name] << 56) | (k & _LOW_56_BITS) for name, ks in keys.items() for k in ks}
     )
@@ -199,7 +204,7 @@ def _rows(target: Table, columns: Sequence[str]) -> Select[Any]:
         .table_valued(*(column(c, target.c[c].type) for c in columns))
         .render_derived(name="given", with_types=True)
     )
-    return select(*(_json_null(given.c[c]) if _is_json(target.c[c]) else given.c[c]
+    return select(*(_json_null(given.c[c]).label(c) if _is_json(target.c[c]) else given.c[c]
                     for c in columns))  # fmt: skip
 
 
@@ -240,7 +245,7 @@ class _Merged:
     table: Table
     key: str
     spec: MergeSpec
-    lock_class: str
+    unique: tuple[str, ...] = ()  # other unique columns: "key" columns to row locks
 
     @property
     def written_columns(self) -> tuple[str, ...]:
@@ -248,11 +253,32 @@ class _Merged:
 
 
 @cache
-def _stored_query(merged: _Merged) -> Select[Any]:
+def _stored_query(merged: _Merged, lock: bool) -> Select[Any]:
     t = merged.table
     wanted = [t.c[c] for c in (merged.key, *merged.spec.columns)]
     wanted += [t.c.first_seen_at, t.c.last_seen_at, t.c.field_seen_at]
-    return select(*wanted).where(t.c[merged.key] == any_(_keys_array()))
+    query = select(*wanted).where(t.c[merged.key] == any_(_keys_array()))
+    # Rows are locked as they are returned, so in key order: two writers cannot deadlock. NO
+    # KEY: a foreign-key check of another writer's new work (KEY SHARE) need not wait.
+    if lock:  # key_share=True: FOR NO KEY UPDATE on PostgreSQL
+        return query.order_by(t.c[merged.key]).with_for_update(key_share=True)
+    return query
+
+
+@cache
+def _insert_new_statement(merged: _Merged) -> ReturningInsert[Any]:
+    t, columns = merged.table, (merged.key, *merged.written_columns)
+    stmt = _insert_rows(t, columns).on_conflict_do_nothing(index_elements=[t.c[merged.key]])
+    return stmt.returning(t.c[merged.key])
+
+
+def _insert_new(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> set[int]:
+    """Insert these rows (merged from no row) where no row exists yet; returns the keys
+    inserted. A row another writer is inserting is waited for, and then left to it."""
+    if not rows:
+        return set()
+    given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in sorted(rows)]
+    return set(conn.execute(_insert_new_statement(merged), _given(given)).scalars())
 
 
 @cache
@@ -264,11 +290,13 @@ def _merged_upsert(merged: _Merged) -> Insert:
     )
 
 
-def _read_stored(conn: Connection, merged: _Merged, keys: Sequence[int]) -> dict[int, Row[Any]]:
-    """The stored rows of these keys (absent keys: no row yet)."""
+def _read_stored(
+    conn: Connection, merged: _Merged, keys: Sequence[int], *, lock: bool = False
+) -> dict[int, Row[Any]]:
+    """The stored rows of these keys (absent keys: no row yet); `lock`: locked until commit."""
     if not keys:
         return {}
-    rows = conn.execute(_stored_query(merged), {"keys": list(keys)})
+    rows = conn.execute(_stored_query(merged, lock), {"keys": list(keys)})
     return {row[0]: row for row in rows}
 
 
@@ -298,6 +326,40 @@ def _write_merged(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRo
         conn.execute(_merged_upsert(merged), _given(changed))
 
 
+def _update_locked(
+    conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow], now: Mapping[int, Row[Any]]
+) -> None:
+    """Write the changed rows among `rows`, which this transaction has locked (`now`).
+
+    An UPDATE that sets a unique column (authors.sec_uid) takes the strongest row lock, which
+    waits for, and makes wait, every other writer's foreign-key check on the row (works and
+    snapshots pointing to an author): two writers would deadlock. So a unique column is set
+    only on the rows where it changes (Douyin never changes one: in practice, never)."""
+    changed = [k for k in sorted(rows) if rows[k].written]
+    missing = {k: rows[k] for k in changed if k not in now}  # no row to lock: cannot happen,
+    _write_merged(conn, merged, missing)  # as every late key exists; kept as a safe fallback
+    given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in changed if k in now]
+    if not given:
+        return
+    conn.execute(_update_statement(merged, merged.unique), _given(given))
+    moved = [g for g in given if any(g[c] != now[g[merged.key]]._mapping[c] for c in merged.unique)]
+    if moved:
+        conn.execute(_update_statement(merged, ()), _given(moved))
+
+
+@cache
+def _update_statement(merged: _Merged, leave: tuple[str, ...]) -> Any:
+    """UPDATE the table's written columns but `leave` from `_given` rows (FROM the rows)."""
+    t = merged.table
+    columns = [c for c in merged.written_columns if c not in leave]
+    given = _rows(t, (merged.key, *columns)).subquery("given")
+    return (
+        t.update()
+        .where(t.c[merged.key] == given.c[merged.key])
+        .values({c: given.c[c] for c in columns})
+    )
+
+
 def _group(items: Iterable[tuple[int, Candidate]]) -> dict[int, list[Candidate]]:
     grouped: dict[int, list[Candidate]] = defaultdict(list)
     for key, candidate in items:
@@ -305,11 +367,11 @@ def _group(items: Iterable[tuple[int, Candidate]]) -> dict[int, list[Candidate]]
     return grouped
 
 
-_AUTHORS = _Merged(table(Author), "uid", AUTHORS, "authors")
-_MUSIC = _Merged(table(Music), "music_id", MUSIC, "music")
-_COLLECTIONS = _Merged(table(Collection), "mix_id", COLLECTIONS, "collections")
-_PLACES = _Merged(table(Place), "poi_id", PLACES, "places")
-_WORKS = _Merged(table(Work), "aweme_id", WORKS, "works")
+_AUTHORS = _Merged(table(Author), "uid", AUTHORS, unique=("sec_uid",))
+_MUSIC = _Merged(table(Music), "music_id", MUSIC)
+_COLLECTIONS = _Merged(table(Collection), "mix_id", COLLECTIONS)
+_PLACES = _Merged(table(Place), "poi_id", PLACES)
+_WORKS = _Merged(table(Work), "aweme_id", WORKS)
 _DIMENSIONS = (_AUTHORS, _MUSIC, _COLLECTIONS, _PLACES)  # the order they are written in
 
 
@@ -347,27 +409,30 @@ def load_works(
     ties = reprocess
     author_counts = _author_counts(works)
 
-    # An unlocked look tells which dimension rows this batch changes. A row it leaves alone
-    # needs no lock: the merge only moves facts forward, so what does not change the row as
+    # An unlocked look tells which dimension rows this batch changes. A row it leaves alone is
+    # never locked: the merge only moves facts forward, so what does not change the row as
     # read does not change any later state of it either.
     looked = {dim: _read_stored(conn, dim, sorted(cands)) for dim, cands in dimensions.items()}
     first = {
         dim: _merge(dim, looked[dim], cands, replace_ties=ties) for dim, cands in dimensions.items()
     }
-    changing = {dim: [k for k, row in first[dim].items() if row.written] for dim in dimensions}
-    author_keys = set(changing[_AUTHORS])
-    author_keys.update(r["key"] for r in _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts))
-    changing[_AUTHORS] = sorted(author_keys)
-    _lock(
-        conn, {dim.lock_class: keys for dim, keys in changing.items()} | {"works": work_candidates}
-    )
+    late = {
+        dim: {k for k, r in first[dim].items() if r.written and not r.inserted} for dim in first
+    }
+    late[_AUTHORS].update(r["key"] for r in _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts))
+    _lock(conn, {"works": work_candidates})
 
-    # Under the locks: merge again where another writer changed a row since the look, and write.
-    for dim, keys in changing.items():
-        now = _read_stored(conn, dim, keys)
-        moved = {k: dimensions[dim][k] for k in keys if now.get(k) != looked[dim].get(k)}
-        again = _merge(dim, now, moved, replace_ties=ties)
-        _write_merged(conn, dim, {k: again.get(k) or first[dim][k] for k in keys})
+    # New dimension rows now (works point to them), as merged from no row. Where another
+    # writer's row got there first, the key joins the existing rows below.
+    new_authors: set[int] = set()
+    for dim in _DIMENSIONS:
+        new = {k: r for k, r in first[dim].items() if r.inserted}
+        added = _insert_new(conn, dim, new)
+        late[dim].update(set(new) - added)
+        late[dim].difference_update(added)  # ours until commit: written, nothing to lock
+        if dim is _AUTHORS:
+            new_authors = added
+
     _write_masters(conn, works)
     stored_works = _read_stored(conn, _WORKS, sorted(work_candidates))
     merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties)
@@ -375,11 +440,22 @@ def load_works(
     _write_children(conn, merged)
 
     snapshots = _append_snapshots(conn, _WORK_STATS, _work_stats(works))
+    if not reprocess:  # reprocess reads the stored payloads: nothing new to keep
+        raw_writer.store(conn, works)
+
+    # Last, the existing rows the batch changes: locked (FOR NO KEY UPDATE, in key order) only
+    # from here to commit, so another writer of the same authors waits for this short tail,
+    # not for the whole batch. Merged again where another writer changed one since the look.
+    for dim in _DIMENSIONS:
+        keys = sorted(late[dim])
+        now = _read_stored(conn, dim, keys, lock=True)
+        moved = {k: dimensions[dim][k] for k in keys if now.get(k) != looked[dim].get(k)}
+        again = _merge(dim, now, moved, replace_ties=ties)
+        _update_locked(conn, dim, {k: again.get(k) or first[dim][k] for k in keys}, now)
+    author_keys = new_authors | late[_AUTHORS]
     _append_snapshots(
         conn, _AUTHOR_SNAPSHOTS, [r for r in author_counts if r["key"] in author_keys]
     )
-    if not reprocess:  # reprocess reads the stored payloads: nothing new to keep
-        raw_writer.store(conn, works)
     inserted = sum(1 for row in merged.values() if row.inserted)
     updated = sum(1 for row in merged.values() if row.written and not row.inserted)
     return LoadResult(inserted, updated, snapshots)
