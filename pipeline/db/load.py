@@ -4,24 +4,58 @@ not written here: see `pipeline.db.state`.
 
 Rules every writer here follows:
 - The caller owns the transaction: nothing in this module commits.
-- Keys are locked (transaction-scoped advisory locks, in one global order) before they are
-  read, so two writers of the same author or work serialize instead of overwriting each other's
-  merge, and cannot deadlock.
+- Two writers of one row serialize instead of overwriting each other's merge, and cannot
+  deadlock. Works (rarely shared) take transaction-scoped advisory locks, in key order, before
+  they are read. Authors, tracks, collections and places (shared by many batches) are locked as
+  late as possible: an unlocked look tells which rows the batch changes (a row it leaves alone
+  is never locked: the merge only moves facts forward, so what does not change the row as read
+  does not change a later state of it either); new rows are inserted first (works point to
+  them; a row another writer inserts first is waited for); the existing rows the batch changes
+  are locked (`FOR NO KEY UPDATE`, in key order), merged again and written last, so another
+  writer of the same authors waits only for this short tail of the transaction.
 - One small writer per table; a row is written only when the merge changed it, so loading the
-  same payloads twice changes nothing.
+  same payloads twice changes nothing (and locks nothing but its works).
+- Every write is one set-based statement per table: `INSERT ... SELECT FROM
+  json_to_recordset(:given) ... ON CONFLICT`, the rows as one JSON text typed by the table's
+  columns (encoded by orjson in C, where arrays would be dumped by psycopg in Python), built
+  once and prepared by the driver: the batch's size does not change the SQL text. Raw
+  payloads go one row per parameter set (`pipeline.db.payloads`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Connection, Table, bindparam, func, select, true, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+import orjson
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Connection,
+    Row,
+    Select,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    column,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy.types import TypeEngine
 
 from pipeline.db import payloads as raw_writer
 from pipeline.db.merge import Candidate, Field, MergedRow, MergeSpec, scalar_fields
@@ -125,59 +159,205 @@ def _work_values(w: FlatWork) -> Mapping[str, Any]:
 
 # --- locking and merging ----------------------------------------------------------------------
 
-# Advisory lock classes, one per merged table: a lock id is the class in the top byte and the
-# key's low 56 bits below (two keys that share a lock id merely wait for each other).
-_LOCK_CLASSES = {"authors": 1, "music": 2, "collections": 3, "places": 4, "works": 5}
+# Advisory lock classes: a lock id is the class in the top byte and the key's low 56 bits below
+# (two keys that share a lock id merely wait for each other). Works only, now; 1-4 were the
+# authors, music, collections and places, which are locked as rows instead (see load_works).
+_LOCK_CLASSES = {"works": 5}
 _LOW_56_BITS = (1 << 56) - 1
 
 
 def _lock(conn: Connection, keys: Mapping[str, Iterable[int]]) -> None:
     """Serialize writers of the same keys, taking every lock in one global order (so writers
     cannot deadlock). ON CONFLICT alone would let two transactions that read the same row (or
-    no row) each write their own merge, and the second would drop the first's facts; it also
-    only arbitrates the primary key (authors.sec_uid is unique too)."""
+    no row) each write their own merge, and the second would drop the first's facts. A lock
+    on the key, not the row, also covers a work that has no row yet."""
     lock_ids = sorted(
         {(_LOCK_CLASSES[name] << 56) | (k & _LOW_56_BITS) for name, ks in keys.items() for k in ks}
     )
-    if not lock_ids:
-        return
-    x = func.unnest(bindparam("lock_ids", lock_ids, type_=ARRAY(BigInteger))).column_valued("x")
+    if lock_ids:
+        conn.execute(_LOCK_STATEMENT, {"lock_ids": lock_ids})
+
+
+def _array(name: str, item: TypeEngine[Any]) -> Any:
+    """A bound list, cast to an array of the column's type (one parameter for a whole column)."""
+    return sql_cast(bindparam(name, type_=ARRAY(item)), ARRAY(item))
+
+
+def _keys_array() -> Any:
+    return _array("keys", BigInteger())
+
+
+def _lock_statement() -> Select[Any]:
+    x = func.unnest(_array("lock_ids", BigInteger())).column_valued("x")
     ordered = select(x.label("x")).order_by(x).subquery()
-    conn.execute(select(func.count(func.pg_advisory_xact_lock(ordered.c.x))))
+    return select(func.count(func.pg_advisory_xact_lock(ordered.c.x)))
 
 
-def _merge_table(
-    conn: Connection,
-    target: Table,
-    key: str,
-    spec: MergeSpec,
+_LOCK_STATEMENT = _lock_statement()
+
+
+def _rows(target: Table, columns: Sequence[str]) -> Select[Any]:
+    """SELECT of the rows given as one JSON array of objects (`_given`), typed as the target's
+    columns: `json_to_recordset(:given) AS given(col type, ...)`."""
+    given = (
+        func.json_to_recordset(sql_cast(bindparam("given", type_=Text()), JSON()))
+        .table_valued(*(column(c, target.c[c].type) for c in columns))
+        .render_derived(name="given", with_types=True)
+    )
+    return select(*(_json_null(given.c[c]).label(c) if _is_json(target.c[c]) else given.c[c]
+                    for c in columns))  # fmt: skip
+
+
+def _is_json(col: Any) -> bool:
+    return isinstance(col.type, JSON)
+
+
+def _json_null(value: Any) -> Any:
+    # SQLAlchemy writes a Python None in a JSON column as JSON null (not SQL NULL), and so did
+    # the loader before; json_to_recordset reads a JSON null as SQL NULL: turn it back.
+    return func.coalesce(value, sql_cast(literal("null"), JSONB))
+
+
+def _insert_rows(target: Table, columns: Sequence[str]) -> Insert:
+    return pg_insert(target).from_select(list(columns), _rows(target, columns))
+
+
+def _given(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The parameter of `_rows`: one text, encoded in C, where arrays would be dumped by
+    psycopg element by element in Python (the loader's largest client cost after the merge)."""
+    try:
+        return {"given": orjson.dumps(rows).decode()}
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, which PostgreSQL
+        # must see and refuse (NumericValueOutOfRange: that work alone fails, see batches.py)
+        return {"given": json.dumps(rows, default=_isoformat)}
+
+
+def _isoformat(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """One merged table: where it lives, its key and how its fields merge."""
+
+    table: Table
+    key: str
+    spec: MergeSpec
+    unique: tuple[str, ...] = ()  # other unique columns: "key" columns to row locks
+
+    @property
+    def written_columns(self) -> tuple[str, ...]:
+        return (*self.spec.columns, "field_seen_at", "first_seen_at", "last_seen_at")
+
+
+@cache
+def _stored_query(merged: _Merged, lock: bool) -> Select[Any]:
+    t = merged.table
+    wanted = [t.c[c] for c in (merged.key, *merged.spec.columns)]
+    wanted += [t.c.first_seen_at, t.c.last_seen_at, t.c.field_seen_at]
+    query = select(*wanted).where(t.c[merged.key] == any_(_keys_array()))
+    # Rows are locked as they are returned, so in key order: two writers cannot deadlock. NO
+    # KEY: a foreign-key check of another writer's new work (KEY SHARE) need not wait.
+    if lock:  # key_share=True: FOR NO KEY UPDATE on PostgreSQL
+        return query.order_by(t.c[merged.key]).with_for_update(key_share=True)
+    return query
+
+
+@cache
+def _insert_new_statement(merged: _Merged) -> ReturningInsert[Any]:
+    t, columns = merged.table, (merged.key, *merged.written_columns)
+    stmt = _insert_rows(t, columns).on_conflict_do_nothing(index_elements=[t.c[merged.key]])
+    return stmt.returning(t.c[merged.key])
+
+
+def _insert_new(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> set[int]:
+    """Insert these rows (merged from no row) where no row exists yet; returns the keys
+    inserted. A row another writer is inserting is waited for, and then left to it."""
+    if not rows:
+        return set()
+    given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in sorted(rows)]
+    return set(conn.execute(_insert_new_statement(merged), _given(given)).scalars())
+
+
+@cache
+def _merged_upsert(merged: _Merged) -> Insert:
+    t, columns = merged.table, merged.written_columns
+    stmt = pg_insert(t).from_select([merged.key, *columns], _rows(t, (merged.key, *columns)))
+    return stmt.on_conflict_do_update(
+        index_elements=[t.c[merged.key]], set_={c: stmt.excluded[c] for c in columns}
+    )
+
+
+def _read_stored(
+    conn: Connection, merged: _Merged, keys: Sequence[int], *, lock: bool = False
+) -> dict[int, Row[Any]]:
+    """The stored rows of these keys (absent keys: no row yet); `lock`: locked until commit."""
+    if not keys:
+        return {}
+    rows = conn.execute(_stored_query(merged, lock), {"keys": list(keys)})
+    return {row[0]: row for row in rows}
+
+
+def _merge(
+    merged: _Merged,
+    stored: Mapping[int, Row[Any]],
     candidates: Mapping[int, list[Candidate]],
     *,
     replace_ties: bool,
 ) -> dict[int, MergedRow]:
-    """Read the stored rows of these keys, merge the candidates in, write what changed.
-    Returns every merged row (written or not) by key."""
-    if not candidates:
-        return {}
-    keys = sorted(candidates)
-    wanted = [target.c[c] for c in (key, *spec.columns)]
-    wanted += [target.c.first_seen_at, target.c.last_seen_at, target.c.field_seen_at]
-    stored = {
-        row[key]: spec.stored(row)
-        for row in conn.execute(select(*wanted).where(target.c[key].in_(keys))).mappings()
-    }
-    merged = {k: spec.merge(stored.get(k), candidates[k], replace_ties=replace_ties) for k in keys}
-    changed = [{key: k, **spec.columns_of(merged[k])} for k in keys if merged[k].written]
+    """Merge the candidates into the stored rows (nothing is written): every merged row by
+    key; `written` tells which would change."""
+    spec = merged.spec
+    result = {}
+    for k in sorted(candidates):
+        row = stored.get(k)
+        before = None if row is None else spec.stored(row._mapping)
+        result[k] = spec.merge(before, candidates[k], replace_ties=replace_ties)
+    return result
+
+
+def _write_merged(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> None:
+    changed = [
+        {merged.key: k, **merged.spec.columns_of(rows[k])} for k in sorted(rows) if rows[k].written
+    ]
     if changed:
-        stmt = pg_insert(target)
-        columns = [c for c in changed[0] if c != key]
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[target.c[key]], set_={c: stmt.excluded[c] for c in columns}
-            ),
-            changed,
-        )
-    return merged
+        conn.execute(_merged_upsert(merged), _given(changed))
+
+
+def _update_locked(
+    conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow], now: Mapping[int, Row[Any]]
+) -> None:
+    """Write the changed rows among `rows`, which this transaction has locked (`now`).
+
+    An UPDATE that sets a unique column (authors.sec_uid) takes the strongest row lock, which
+    waits for, and makes wait, every other writer's foreign-key check on the row (works and
+    snapshots pointing to an author): two writers would deadlock. So a unique column is set
+    only on the rows where it changes (Douyin never changes one: in practice, never)."""
+    changed = [k for k in sorted(rows) if rows[k].written]
+    missing = {k: rows[k] for k in changed if k not in now}  # no row to lock: cannot happen,
+    _write_merged(conn, merged, missing)  # as every late key exists; kept as a safe fallback
+    given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in changed if k in now]
+    if not given:
+        return
+    conn.execute(_update_statement(merged, merged.unique), _given(given))
+    moved = [g for g in given if any(g[c] != now[g[merged.key]]._mapping[c] for c in merged.unique)]
+    if moved:
+        conn.execute(_update_statement(merged, ()), _given(moved))
+
+
+@cache
+def _update_statement(merged: _Merged, leave: tuple[str, ...]) -> Any:
+    """UPDATE the table's written columns but `leave` from `_given` rows (FROM the rows)."""
+    t = merged.table
+    columns = [c for c in merged.written_columns if c not in leave]
+    given = _rows(t, (merged.key, *columns)).subquery("given")
+    return (
+        t.update()
+        .where(t.c[merged.key] == given.c[merged.key])
+        .values({c: given.c[c] for c in columns})
+    )
 
 
 def _group(items: Iterable[tuple[int, Candidate]]) -> dict[int, list[Candidate]]:
@@ -185,6 +365,14 @@ def _group(items: Iterable[tuple[int, Candidate]]) -> dict[int, list[Candidate]]
     for key, candidate in items:
         grouped[key].append(candidate)
     return grouped
+
+
+_AUTHORS = _Merged(table(Author), "uid", AUTHORS, unique=("sec_uid",))
+_MUSIC = _Merged(table(Music), "music_id", MUSIC)
+_COLLECTIONS = _Merged(table(Collection), "mix_id", COLLECTIONS)
+_PLACES = _Merged(table(Place), "poi_id", PLACES)
+_WORKS = _Merged(table(Work), "aweme_id", WORKS)
+_DIMENSIONS = (_AUTHORS, _MUSIC, _COLLECTIONS, _PLACES)  # the order they are written in
 
 
 # --- the load ---------------------------------------------------------------------------------
@@ -217,29 +405,57 @@ def load_works(
         (w.place.poi_id, Candidate(at(w), _plain(w.place, PLACES))) for w in works if w.place
     )
     work_candidates = _group((w.work.aweme_id, Candidate(at(w), _work_values(w))) for w in works)
-    _lock(
-        conn,
-        {
-            "authors": authors,
-            "music": music,
-            "collections": collections,
-            "places": places,
-            "works": work_candidates,
-        },
-    )
-    ties = {"replace_ties": reprocess}
-    _merge_table(conn, table(Author), "uid", AUTHORS, authors, **ties)
-    _merge_table(conn, table(Music), "music_id", MUSIC, music, **ties)
-    _merge_table(conn, table(Collection), "mix_id", COLLECTIONS, collections, **ties)
-    _merge_table(conn, table(Place), "poi_id", PLACES, places, **ties)
+    dimensions = {_AUTHORS: authors, _MUSIC: music, _COLLECTIONS: collections, _PLACES: places}
+    ties = reprocess
+    author_counts = _author_counts(works)
+
+    # An unlocked look tells which dimension rows this batch changes. A row it leaves alone is
+    # never locked: the merge only moves facts forward, so what does not change the row as
+    # read does not change any later state of it either.
+    looked = {dim: _read_stored(conn, dim, sorted(cands)) for dim, cands in dimensions.items()}
+    first = {
+        dim: _merge(dim, looked[dim], cands, replace_ties=ties) for dim, cands in dimensions.items()
+    }
+    late = {
+        dim: {k for k, r in first[dim].items() if r.written and not r.inserted} for dim in first
+    }
+    late[_AUTHORS].update(r["key"] for r in _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts))
+    _lock(conn, {"works": work_candidates})
+
+    # New dimension rows now (works point to them), as merged from no row. Where another
+    # writer's row got there first, the key joins the existing rows below.
+    new_authors: set[int] = set()
+    for dim in _DIMENSIONS:
+        new = {k: r for k, r in first[dim].items() if r.inserted}
+        added = _insert_new(conn, dim, new)
+        late[dim].update(set(new) - added)
+        late[dim].difference_update(added)  # ours until commit: written, nothing to lock
+        if dim is _AUTHORS:
+            new_authors = added
+
     _write_masters(conn, works)
-    merged = _merge_table(conn, table(Work), "aweme_id", WORKS, work_candidates, **ties)
+    stored_works = _read_stored(conn, _WORKS, sorted(work_candidates))
+    merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties)
+    _write_merged(conn, _WORKS, merged)
     _write_children(conn, merged)
 
-    snapshots = _append_snapshots(conn, table(WorkStat), "aweme_id", _work_stats(works))
-    _append_snapshots(conn, table(AuthorSnapshot), "uid", _author_counts(works))
+    snapshots = _append_snapshots(conn, _WORK_STATS, _work_stats(works))
     if not reprocess:  # reprocess reads the stored payloads: nothing new to keep
         raw_writer.store(conn, works)
+
+    # Last, the existing rows the batch changes: locked (FOR NO KEY UPDATE, in key order) only
+    # from here to commit, so another writer of the same authors waits for this short tail,
+    # not for the whole batch. Merged again where another writer changed one since the look.
+    for dim in _DIMENSIONS:
+        keys = sorted(late[dim])
+        now = _read_stored(conn, dim, keys, lock=True)
+        moved = {k: dimensions[dim][k] for k in keys if now.get(k) != looked[dim].get(k)}
+        again = _merge(dim, now, moved, replace_ties=ties)
+        _update_locked(conn, dim, {k: again.get(k) or first[dim][k] for k in keys}, now)
+    author_keys = new_authors | late[_AUTHORS]
+    _append_snapshots(
+        conn, _AUTHOR_SNAPSHOTS, [r for r in author_counts if r["key"] in author_keys]
+    )
     inserted = sum(1 for row in merged.values() if row.inserted)
     updated = sum(1 for row in merged.values() if row.written and not row.inserted)
     return LoadResult(inserted, updated, snapshots)
@@ -251,7 +467,11 @@ def _plain(row: Any, spec: MergeSpec) -> Mapping[str, Any]:
 
 def _write_masters(conn: Connection, works: Sequence[FlatWork]) -> None:
     """Hashtag and category names that children rows point to. Insert-only facts: a tag keeps
-    the first id it was seen with; `first_seen_at` is the oldest sighting."""
+    the first id it was seen with; `first_seen_at` is the oldest sighting.
+
+    Only rows the batch changes are sent: ON CONFLICT DO UPDATE locks every row it meets until
+    commit, even one its WHERE leaves alone, and popular tags are in every batch. The upserts
+    decide on the rows as they are when they run, so they need no advisory lock."""
     tags: dict[str, tuple[int | None, datetime]] = {}
     for w in works:
         for h in w.hashtags or ():
@@ -260,37 +480,79 @@ def _write_masters(conn: Connection, works: Sequence[FlatWork]) -> None:
             first = w.work.fetched_at if known is None else min(known[1], w.work.fetched_at)
             tags[h.name] = (hashtag_id, first)
     if tags:
-        stmt = pg_insert(table(Hashtag))
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[Hashtag.name],
-                set_={
-                    "hashtag_id": func.coalesce(Hashtag.hashtag_id, stmt.excluded.hashtag_id),
-                    "first_seen_at": func.least(Hashtag.first_seen_at, stmt.excluded.first_seen_at),
-                },
-                where=(Hashtag.hashtag_id.is_(None) & stmt.excluded.hashtag_id.is_not(None))
-                | (stmt.excluded.first_seen_at < Hashtag.first_seen_at),
-            ),
-            [
-                {"name": name, "hashtag_id": tags[name][0], "first_seen_at": tags[name][1]}
-                for name in sorted(tags)
-            ],
-        )
+        names = sorted(tags)
+        stored = {
+            row.name: (row.hashtag_id, row.first_seen_at)
+            for row in conn.execute(_STORED_TAGS, {"names": names})
+        }
+        new = [n for n in names if n not in stored or _better_tag(tags[n], stored[n])]
+        if new:
+            conn.execute(
+                _HASHTAG_UPSERT,
+                _given(
+                    [
+                        {"name": n, "hashtag_id": tags[n][0], "first_seen_at": tags[n][1]}
+                        for n in new
+                    ]
+                ),
+            )
     categories = {c.category_id: c for w in works for c in w.categories or ()}
     if categories:
-        stmt = pg_insert(table(Category))
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[Category.category_id],
-                set_={"name": func.coalesce(stmt.excluded.name, Category.name)},
-                where=stmt.excluded.name.is_not(None)
-                & stmt.excluded.name.is_distinct_from(Category.name),
-            ),
-            [
-                {"category_id": c.category_id, "name": c.name, "level": c.level}
-                for c in (categories[k] for k in sorted(categories))
-            ],
-        )
+        ids = sorted(categories)
+        names_of = {r.category_id: r.name for r in conn.execute(_STORED_CATEGORIES, {"keys": ids})}
+        new_ids = [
+            k
+            for k in ids
+            if k not in names_of or (categories[k].name is not None
+                                     and categories[k].name != names_of[k])
+        ]  # fmt: skip
+        if new_ids:
+            conn.execute(
+                _CATEGORY_UPSERT,
+                _given(
+                    [
+                        {"category_id": k, "name": categories[k].name, "level": categories[k].level}
+                        for k in new_ids
+                    ]
+                ),
+            )
+
+
+def _better_tag(new: tuple[int | None, datetime], stored: tuple[int | None, datetime]) -> bool:
+    """What the hashtag upsert's WHERE says, in Python: the row would change."""
+    return (stored[0] is None and new[0] is not None) or new[1] < stored[1]
+
+
+def _hashtag_upsert() -> Insert:
+    stmt = _insert_rows(table(Hashtag), ("name", "hashtag_id", "first_seen_at"))
+    return stmt.on_conflict_do_update(
+        index_elements=[Hashtag.name],
+        set_={
+            "hashtag_id": func.coalesce(Hashtag.hashtag_id, stmt.excluded.hashtag_id),
+            "first_seen_at": func.least(Hashtag.first_seen_at, stmt.excluded.first_seen_at),
+        },
+        where=(Hashtag.hashtag_id.is_(None) & stmt.excluded.hashtag_id.is_not(None))
+        | (stmt.excluded.first_seen_at < Hashtag.first_seen_at),
+    )
+
+
+def _category_upsert() -> Insert:
+    stmt = _insert_rows(table(Category), ("category_id", "name", "level"))
+    return stmt.on_conflict_do_update(
+        index_elements=[Category.category_id],
+        set_={"name": func.coalesce(stmt.excluded.name, Category.name)},
+        where=stmt.excluded.name.is_not(None) & stmt.excluded.name.is_distinct_from(Category.name),
+    )
+
+
+_HASHTAG_UPSERT = _hashtag_upsert()
+_CATEGORY_UPSERT = _category_upsert()
+_STORED_TAGS = select(Hashtag.name, Hashtag.hashtag_id, Hashtag.first_seen_at).where(
+    Hashtag.name == any_(_array("names", table(Hashtag).c.name.type))
+)
+_STORED_CATEGORIES = select(Category.category_id, Category.name).where(
+    Category.category_id == any_(_keys_array())
+)
 
 
 _ChildRows = list[Mapping[str, Any]]
@@ -363,7 +625,8 @@ def _write_children(conn: Connection, merged: Mapping[int, MergedRow]) -> None:
                 continue
             for child, rows in _child_rows(name, row.values[name]).items():
                 ids, all_rows = pending.setdefault(child, ([], []))
-                ids.append(aweme_id)
+                if not row.inserted:  # a work new to the table has no children to replace
+                    ids.append(aweme_id)
                 all_rows.extend(rows)
     for child in sorted(pending, key=lambda t: t.name):
         ids, rows = pending[child]
@@ -377,26 +640,45 @@ def _sync_children(
     rows: Sequence[Mapping[str, Any]],
     second_key: str,
 ) -> None:
-    """Make the children of `aweme_ids` exactly `rows`, touching only rows that differ."""
-    keep = tuple_(child.c.aweme_id, child.c[second_key]).in_(
-        [(r["aweme_id"], r[second_key]) for r in rows]
+    """Make the children of `aweme_ids` exactly the `rows` they own, touching only rows that
+    differ; `rows` of other works are inserted."""
+    rows = sorted(rows, key=lambda r: (r["aweme_id"], r[second_key]))
+    delete, upsert = _children_statements(child, second_key)
+    if aweme_ids:
+        replaced = set(aweme_ids)
+        kept = [r for r in rows if r["aweme_id"] in replaced]
+        conn.execute(
+            delete,
+            {
+                "keys": list(aweme_ids),
+                "keep_ids": [r["aweme_id"] for r in kept],
+                "keep_keys": [r[second_key] for r in kept],
+            },
+        )
+    if rows:
+        conn.execute(upsert, _given(rows))
+
+
+@cache
+def _children_statements(child: Table, second_key: str) -> tuple[Any, Insert]:
+    """(delete the children of :keys not in the kept pairs, upsert the given rows)."""
+    keep = (
+        func.unnest(_array("keep_ids", BigInteger()), _array("keep_keys", child.c[second_key].type))
+        .table_valued("aweme_id", "k")
+        .render_derived(name="keep")
     )
-    stale = child.delete().where(child.c.aweme_id.in_(aweme_ids))
-    conn.execute(stale.where(~keep) if rows else stale)
-    if not rows:
-        return
-    stmt = pg_insert(child)
+    kept = exists().where(keep.c.aweme_id == child.c.aweme_id, keep.c.k == child.c[second_key])
+    delete = child.delete().where(child.c.aweme_id == any_(_keys_array()), ~kept)
     other = [c.name for c in child.columns if c.name not in ("aweme_id", second_key)]
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[child.c.aweme_id, child.c[second_key]],
-            set_={c: stmt.excluded[c] for c in other},
-            where=tuple_(*(child.c[c] for c in other)).is_distinct_from(
-                tuple_(*(stmt.excluded[c] for c in other))
-            ),
+    stmt = _insert_rows(child, [c.name for c in child.columns])
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[child.c.aweme_id, child.c[second_key]],
+        set_={c: stmt.excluded[c] for c in other},
+        where=tuple_(*(child.c[c] for c in other)).is_distinct_from(
+            tuple_(*(stmt.excluded[c] for c in other))
         ),
-        sorted(rows, key=lambda r: (r["aweme_id"], r[second_key])),
     )
+    return delete, upsert
 
 
 # --- change-only snapshots --------------------------------------------------------------------
@@ -433,16 +715,30 @@ def _author_counts(works: Sequence[FlatWork]) -> list[dict[str, Any]]:
     return rows
 
 
-def _append_snapshots(
-    conn: Connection, target: Table, key: str, rows: Sequence[Mapping[str, Any]]
-) -> int:
-    """Append a snapshot per row newer than the latest stored one in which some known count
-    differs from it. A count the payload does not carry (NULL) is no change: it neither adds a
-    row nor reads as a drop. Returns how many rows were added."""
+@dataclass(frozen=True)
+class _Snapshots:
+    table: Table
+    key: str
+
+    @property
+    def counts(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.table.columns if c.name not in (self.key, "captured_at"))
+
+
+_WORK_STATS = _Snapshots(table(WorkStat), "aweme_id")
+_AUTHOR_SNAPSHOTS = _Snapshots(table(AuthorSnapshot), "uid")
+
+
+def _new_snapshots(
+    conn: Connection, target: _Snapshots, rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The snapshots to append: per row newer than the latest stored one in which some known
+    count differs from it. A count the payload does not carry (NULL) is no change: it neither
+    adds a row nor reads as a drop."""
     if not rows:
-        return 0
-    counts = [c.name for c in target.columns if c.name not in (key, "captured_at")]
-    latest = _latest_snapshots(conn, target, key, sorted({r["key"] for r in rows}))
+        return []
+    key, counts = target.key, target.counts
+    latest = _latest_snapshots(conn, target, sorted({r["key"] for r in rows}))
     added: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: (r["key"], r["captured_at"])):
         before = latest.get(row["key"])
@@ -453,28 +749,46 @@ def _append_snapshots(
             continue
         snapshot = {key: row["key"], "captured_at": row["captured_at"]}
         snapshot.update({c: row[c] for c in counts})
-        added.append(snapshot)
+        added.append(snapshot | {"key": row["key"]})
         latest[row["key"]] = snapshot
+    return added
+
+
+@cache
+def _snapshot_insert(target: _Snapshots) -> Insert:
+    columns = (target.key, "captured_at", *target.counts)
+    return _insert_rows(target.table, columns).on_conflict_do_nothing()
+
+
+def _append_snapshots(
+    conn: Connection, target: _Snapshots, rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """Append the new snapshots of `rows` (`_new_snapshots`); returns how many were added."""
+    added = _new_snapshots(conn, target, rows)
     if added:
-        conn.execute(pg_insert(target).on_conflict_do_nothing(), added)
+        conn.execute(_snapshot_insert(target), _given(added))
     return len(added)
 
 
-def _latest_snapshots(
-    conn: Connection, target: Table, key: str, keys: Sequence[int]
-) -> dict[int, Mapping[Any, Any]]:
+@cache
+def _latest_query(target: _Snapshots) -> Select[Any]:
     """The newest snapshot of each key: one backward step on the primary key per key."""
-    wanted = (
-        func.unnest(bindparam("snapshot_keys", list(keys), type_=ARRAY(BigInteger)))
-        .table_valued("k")
-        .render_derived()
-    )
+    t = target.table
+    wanted = func.unnest(_keys_array()).table_valued("k").render_derived()
     newest = (
-        select(target)
-        .where(target.c[key] == wanted.c.k)
-        .order_by(target.c.captured_at.desc())
+        select(t)
+        .where(t.c[target.key] == wanted.c.k)
+        .order_by(t.c.captured_at.desc())
         .limit(1)
         .lateral()
     )
-    stmt = select(newest).select_from(wanted.join(newest, true()))
-    return {row[key]: row for row in conn.execute(stmt).mappings()}
+    return select(newest).select_from(wanted.join(newest, true()))
+
+
+def _latest_snapshots(
+    conn: Connection, target: _Snapshots, keys: Sequence[int]
+) -> dict[int, Mapping[Any, Any]]:
+    return {
+        row[target.key]: row
+        for row in conn.execute(_latest_query(target), {"keys": list(keys)}).mappings()
+    }

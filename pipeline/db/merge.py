@@ -73,10 +73,14 @@ class MergedRow:
 @dataclass(frozen=True, slots=True)
 class MergeSpec:
     fields: tuple[Field, ...]
+    columns: tuple[str, ...] = field(init=False)  # every field's table columns, in order
+    children: frozenset[str] = field(init=False)  # names of the children fields
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(c for f in self.fields for c in f.columns)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(c for f in self.fields for c in f.columns))
+        object.__setattr__(
+            self, "children", frozenset(f.name for f in self.fields if not f.columns)
+        )
 
     def stored(self, row: Mapping[Any, Any]) -> MergedRow:
         """The merge state of a stored row (its columns and `field_seen_at`)."""
@@ -106,6 +110,8 @@ class MergeSpec:
         """Fold `candidates` into `stored` (None: a new row). `changed` names the fields whose
         value or time moved; `inserted` is set for a new row."""
         ordered = sorted(candidates, key=lambda c: c.seen_at)
+        if stored is None and len(ordered) == 1:
+            return self._new(ordered[0])
         if stored is None:
             first = ordered[0].seen_at
             row = MergedRow({}, {}, first, first, inserted=True)
@@ -132,6 +138,15 @@ class MergeSpec:
                 row.changed.add("last_seen_at")
         return row
 
+    def _new(self, candidate: Candidate) -> MergedRow:
+        """A new row from one payload: what the general fold below gives, without its
+        comparisons (the common case of a first load)."""
+        at = candidate.seen_at
+        values = {f.name: v for f in self.fields if (v := candidate.values.get(f.name)) is not None}
+        return MergedRow(
+            values, dict.fromkeys(values, at), at, at, changed=set(values), inserted=True
+        )
+
     def columns_of(self, row: MergedRow) -> dict[str, Any]:
         """The row as table columns: content, first/last seen and `field_seen_at`."""
         out: dict[str, Any] = {}
@@ -147,15 +162,12 @@ class MergeSpec:
         seen = {
             name: at.isoformat()
             for name, at in sorted(row.times.items())
-            if at != row.last_seen_at or self._children(name)
+            if at != row.last_seen_at or name in self.children
         }
         out["field_seen_at"] = seen or None
         out["first_seen_at"] = row.first_seen_at
         out["last_seen_at"] = row.last_seen_at
         return out
-
-    def _children(self, name: str) -> bool:
-        return any(f.name == name and f.is_children for f in self.fields)
 
 
 def _value(f: Field, row: Mapping[Any, Any]) -> Any:
