@@ -32,12 +32,15 @@ class Result:
 
     bench: str
     comparison: str
-    ratio: float
+    ratio: float | None  # None: an absolute figure, no comparison
     detail: str
 
     def line(self) -> str:
-        ratio = f"{self.ratio:.2f}" if self.ratio < 10 else f"{self.ratio:.1f}"
-        return f"{self.bench:<14} {self.comparison:<58} {ratio:>9}x  {self.detail}"
+        if self.ratio is None:
+            ratio = "-"
+        else:
+            ratio = f"{self.ratio:.2f}x" if self.ratio < 10 else f"{self.ratio:.1f}x"
+        return f"{self.bench:<14} {self.comparison:<64} {ratio:>8}  {self.detail}"
 
 
 @contextlib.contextmanager
@@ -110,7 +113,7 @@ def fmt_s(seconds: float) -> str:
 def print_results(results: Sequence[Result]) -> None:
     print()
     head = "comparison (median of runs, side by side)"
-    print(f"{'benchmark':<14} {head:<58} {'ratio':>10}  absolute")
+    print(f"{'benchmark':<14} {head:<64} {'ratio':>8}  absolute")
     print("-" * 120)
     for r in results:
         print(r.line())

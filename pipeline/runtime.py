@@ -1,0 +1,42 @@
+"""Interpreter settings for the long-running commands (`ingest run`, `refresh`, `reprocess`).
+
+Why the garbage collector is tuned: every fetched payload decodes into a ~30 KB tree of a few
+thousand dicts, lists and strings, and up to two batches of them wait in the queues. None of them
+is in a reference cycle (reference counting frees them), yet with CPython's default thresholds
+(700, 10, 10) the cyclic collector ran a young collection every few payloads and a full pass over
+every live object, queued payloads included, every few seconds: 17.5% of the process's CPU in a
+5,000-link run (audit 2026-11-30, `gc.callbacks` timing), 20 full passes costing 2.4 s.
+
+- `gc.freeze()` after start-up moves everything imported so far (modules, classes, SQLAlchemy
+  metadata: ~100k objects) to a permanent generation that no collection walks again;
+- a first-generation threshold of 100,000 allocations makes young collections ~140x rarer; the
+  cycles a run does make (asyncio futures and tracebacks, SQLAlchemy contexts) are small and are
+  still collected, just in bigger, rarer sweeps.
+
+Measured on the same machine and run: the collector's share of CPU fell from 17.5% to ~1%, and
+`ingest` got 1.15x faster (bench/README.md). Peak memory is unchanged within noise. The
+previous settings are restored on exit, so an embedding program (or a test) is not left tuned.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+# (young, middle, old): young collections every 100,000 net allocations instead of 700.
+RUN_THRESHOLDS = (100_000, 20, 10)
+
+
+@contextmanager
+def steady_gc() -> Iterator[None]:
+    """Freeze what start-up allocated and raise the collector's thresholds for the block."""
+    before = gc.get_threshold()
+    gc.collect()  # start-up garbage is freed, not frozen
+    gc.freeze()
+    gc.set_threshold(*RUN_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
