@@ -215,8 +215,9 @@ class Arms:
                 "end_to_end",
                 f"ingest {n:,} links (c={CONCURRENCY}, pre-rendered fake)",
                 None,
-                f"{speed:,.0f} works/s, peak RSS {self.peak_rss_mb:.0f} MB, {median([a.cpu_ms_per_work for a in ours]):.2f} ms "
-                f"CPU/work, GC {median([a.gc_share for a in ours]):.1%} of CPU",
+                f"{speed:,.0f} works/s, peak RSS {self.peak_rss_mb:.0f} MB, "
+                f"{median([a.cpu_ms_per_work for a in ours]):.2f} ms CPU/work, "
+                f"GC {median([a.gc_share for a in ours]):.1%} of CPU",
             )
         ]
         if untuned := runs["default_gc"]:
