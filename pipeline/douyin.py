@@ -6,11 +6,14 @@ Imported by the flattener, the loader and the state writers, so each fact has on
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 # --- text -------------------------------------------------------------------------------------
 
@@ -102,3 +105,24 @@ def clean_json(value: Any) -> Any:
     if isinstance(value, list):
         return [clean_json(v) for v in value]
     return value
+
+
+# How orjson writes a NUL character. The same bytes also appear where a text holds a backslash
+# followed by "u0000" (written `\\u0000`): such a rare text merely takes the slow path below.
+_NUL_ESCAPE = b"\\u0000"
+
+
+def json_text(value: Any) -> str:
+    """A decoded JSON value as JSON text for a JSONB parameter, cleaned as `clean_json` cleans
+    it (the same JSONB value as `json.dumps(clean_json(value))`, numbers included).
+
+    The common payload holds neither NUL nor lone surrogates, so it is encoded once by orjson
+    and never walked: orjson refuses lone surrogates (the tree is then cleaned first), and a
+    NUL can only be in its output as the escape `\\u0000`, looked for in the bytes."""
+    try:
+        encoded = orjson.dumps(value)
+    except (TypeError, ValueError):  # orjson.JSONEncodeError: a lone surrogate, an odd type
+        return json.dumps(clean_json(value))
+    if _NUL_ESCAPE in encoded:
+        return orjson.dumps(clean_json(value)).decode()
+    return encoded.decode()

@@ -4,11 +4,17 @@ not written here: see `pipeline.db.state`.
 
 Rules every writer here follows:
 - The caller owns the transaction: nothing in this module commits.
-- Keys are locked (transaction-scoped advisory locks, in one global order) before they are
-  read, so two writers of the same author or work serialize instead of overwriting each other's
-  merge, and cannot deadlock.
+- Keys are locked (transaction-scoped advisory locks, in one global order) before the rows
+  they write are read, so two writers of the same author or work serialize instead of
+  overwriting each other's merge, and cannot deadlock. Only keys that need it are locked: every
+  work of the batch, and the authors, tracks, collections and places the batch changes (an
+  unlocked look first tells which): two processes loading works of the same authors then only
+  wait for each other where both have something new to say about one of them.
 - One small writer per table; a row is written only when the merge changed it, so loading the
-  same payloads twice changes nothing.
+  same payloads twice changes nothing (and locks nothing but its works).
+- Every write is one set-based statement per table (`INSERT ... SELECT FROM unnest(arrays)`,
+  one array per column), built once and prepared by the driver: the batch's size does not
+  change the SQL text. Raw payloads go one row per parameter set (`pipeline.db.payloads`).
 """
 
 from __future__ import annotations
@@ -17,11 +23,26 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Connection, Table, bindparam, func, select, true, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    exists,
+    func,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import ARRAY, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.types import TypeEngine
 
 from pipeline.db import payloads as raw_writer
 from pipeline.db.merge import Candidate, Field, MergedRow, MergeSpec, scalar_fields
@@ -139,45 +160,101 @@ def _lock(conn: Connection, keys: Mapping[str, Iterable[int]]) -> None:
     lock_ids = sorted(
         {(_LOCK_CLASSES[name] << 56) | (k & _LOW_56_BITS) for name, ks in keys.items() for k in ks}
     )
-    if not lock_ids:
-        return
-    x = func.unnest(bindparam("lock_ids", lock_ids, type_=ARRAY(BigInteger))).column_valued("x")
+    if lock_ids:
+        conn.execute(_LOCK_STATEMENT, {"lock_ids": lock_ids})
+
+
+def _array(name: str, item: TypeEngine[Any]) -> Any:
+    """A bound list, cast to an array of the column's type (one parameter for a whole column)."""
+    return sql_cast(bindparam(name, type_=ARRAY(item)), ARRAY(item))
+
+
+def _keys_array() -> Any:
+    return _array("keys", BigInteger())
+
+
+def _lock_statement() -> Select[Any]:
+    x = func.unnest(_array("lock_ids", BigInteger())).column_valued("x")
     ordered = select(x.label("x")).order_by(x).subquery()
-    conn.execute(select(func.count(func.pg_advisory_xact_lock(ordered.c.x))))
+    return select(func.count(func.pg_advisory_xact_lock(ordered.c.x)))
 
 
-def _merge_table(
+_LOCK_STATEMENT = _lock_statement()
+
+
+def _rows(target: Table, columns: Sequence[str]) -> Select[Any]:
+    """SELECT of rows given column by column: `unnest(:col1, :col2, ...)`, in list order."""
+    arrays = [_array(c, target.c[c].type) for c in columns]
+    given = func.unnest(*arrays).table_valued(*columns).render_derived(name="given")
+    return select(*(given.c[c] for c in columns))
+
+
+def _insert_rows(target: Table, columns: Sequence[str]) -> Insert:
+    return pg_insert(target).from_select(list(columns), _rows(target, columns))
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, list[Any]]:
+    return {c: [r[c] for r in rows] for c in columns}
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """One merged table: where it lives, its key and how its fields merge."""
+
+    table: Table
+    key: str
+    spec: MergeSpec
+    lock_class: str
+
+    @property
+    def written_columns(self) -> tuple[str, ...]:
+        return (*self.spec.columns, "field_seen_at", "first_seen_at", "last_seen_at")
+
+
+@cache
+def _stored_query(merged: _Merged) -> Select[Any]:
+    t = merged.table
+    wanted = [t.c[c] for c in (merged.key, *merged.spec.columns)]
+    wanted += [t.c.first_seen_at, t.c.last_seen_at, t.c.field_seen_at]
+    return select(*wanted).where(t.c[merged.key] == any_(_keys_array()))
+
+
+@cache
+def _merged_upsert(merged: _Merged) -> Insert:
+    t, columns = merged.table, merged.written_columns
+    stmt = pg_insert(t).from_select([merged.key, *columns], _rows(t, (merged.key, *columns)))
+    return stmt.on_conflict_do_update(
+        index_elements=[t.c[merged.key]], set_={c: stmt.excluded[c] for c in columns}
+    )
+
+
+def _merge_stored(
     conn: Connection,
-    target: Table,
-    key: str,
-    spec: MergeSpec,
+    merged: _Merged,
     candidates: Mapping[int, list[Candidate]],
     *,
     replace_ties: bool,
 ) -> dict[int, MergedRow]:
-    """Read the stored rows of these keys, merge the candidates in, write what changed.
-    Returns every merged row (written or not) by key."""
+    """Read the stored rows of these keys and merge the candidates in (nothing is written).
+    Returns every merged row by key; `written` tells which would change."""
     if not candidates:
         return {}
     keys = sorted(candidates)
-    wanted = [target.c[c] for c in (key, *spec.columns)]
-    wanted += [target.c.first_seen_at, target.c.last_seen_at, target.c.field_seen_at]
+    spec = merged.spec
     stored = {
-        row[key]: spec.stored(row)
-        for row in conn.execute(select(*wanted).where(target.c[key].in_(keys))).mappings()
+        row[merged.key]: spec.stored(row)
+        for row in conn.execute(_stored_query(merged), {"keys": keys}).mappings()
     }
-    merged = {k: spec.merge(stored.get(k), candidates[k], replace_ties=replace_ties) for k in keys}
-    changed = [{key: k, **spec.columns_of(merged[k])} for k in keys if merged[k].written]
+    return {k: spec.merge(stored.get(k), candidates[k], replace_ties=replace_ties) for k in keys}
+
+
+def _write_merged(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> None:
+    changed = [
+        {merged.key: k, **merged.spec.columns_of(rows[k])} for k in sorted(rows) if rows[k].written
+    ]
     if changed:
-        stmt = pg_insert(target)
-        columns = [c for c in changed[0] if c != key]
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[target.c[key]], set_={c: stmt.excluded[c] for c in columns}
-            ),
-            changed,
-        )
-    return merged
+        columns = (merged.key, *merged.written_columns)
+        conn.execute(_merged_upsert(merged), _columns(changed, columns))
 
 
 def _group(items: Iterable[tuple[int, Candidate]]) -> dict[int, list[Candidate]]:
@@ -185,6 +262,14 @@ def _group(items: Iterable[tuple[int, Candidate]]) -> dict[int, list[Candidate]]
     for key, candidate in items:
         grouped[key].append(candidate)
     return grouped
+
+
+_AUTHORS = _Merged(table(Author), "uid", AUTHORS, "authors")
+_MUSIC = _Merged(table(Music), "music_id", MUSIC, "music")
+_COLLECTIONS = _Merged(table(Collection), "mix_id", COLLECTIONS, "collections")
+_PLACES = _Merged(table(Place), "poi_id", PLACES, "places")
+_WORKS = _Merged(table(Work), "aweme_id", WORKS, "works")
+_DIMENSIONS = (_AUTHORS, _MUSIC, _COLLECTIONS, _PLACES)  # the order they are written in
 
 
 # --- the load ---------------------------------------------------------------------------------
@@ -217,27 +302,39 @@ def load_works(
         (w.place.poi_id, Candidate(at(w), _plain(w.place, PLACES))) for w in works if w.place
     )
     work_candidates = _group((w.work.aweme_id, Candidate(at(w), _work_values(w))) for w in works)
+    dimensions = {_AUTHORS: authors, _MUSIC: music, _COLLECTIONS: collections, _PLACES: places}
+    ties = reprocess
+    author_counts = _author_counts(works)
+
+    # An unlocked look tells which dimension rows this batch changes. A row it leaves alone
+    # needs no lock: the merge only moves facts forward, so what does not change the row as
+    # read does not change any later state of it either.
+    changing = {
+        dim: [k for k, row in _merge_stored(conn, dim, cands, replace_ties=ties).items()
+              if row.written]
+        for dim, cands in dimensions.items()
+    }  # fmt: skip
+    author_keys = set(changing[_AUTHORS])
+    author_keys.update(r["key"] for r in _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts))
+    changing[_AUTHORS] = sorted(author_keys)
     _lock(
-        conn,
-        {
-            "authors": authors,
-            "music": music,
-            "collections": collections,
-            "places": places,
-            "works": work_candidates,
-        },
+        conn, {dim.lock_class: keys for dim, keys in changing.items()} | {"works": work_candidates}
     )
-    ties = {"replace_ties": reprocess}
-    _merge_table(conn, table(Author), "uid", AUTHORS, authors, **ties)
-    _merge_table(conn, table(Music), "music_id", MUSIC, music, **ties)
-    _merge_table(conn, table(Collection), "mix_id", COLLECTIONS, collections, **ties)
-    _merge_table(conn, table(Place), "poi_id", PLACES, places, **ties)
+
+    # Under the locks: merge again against the rows as they are now, and write.
+    for dim, keys in changing.items():
+        cands = dimensions[dim]
+        rows = _merge_stored(conn, dim, {k: cands[k] for k in keys}, replace_ties=ties)
+        _write_merged(conn, dim, rows)
     _write_masters(conn, works)
-    merged = _merge_table(conn, table(Work), "aweme_id", WORKS, work_candidates, **ties)
+    merged = _merge_stored(conn, _WORKS, work_candidates, replace_ties=ties)
+    _write_merged(conn, _WORKS, merged)
     _write_children(conn, merged)
 
-    snapshots = _append_snapshots(conn, table(WorkStat), "aweme_id", _work_stats(works))
-    _append_snapshots(conn, table(AuthorSnapshot), "uid", _author_counts(works))
+    snapshots = _append_snapshots(conn, _WORK_STATS, _work_stats(works))
+    _append_snapshots(
+        conn, _AUTHOR_SNAPSHOTS, [r for r in author_counts if r["key"] in author_keys]
+    )
     if not reprocess:  # reprocess reads the stored payloads: nothing new to keep
         raw_writer.store(conn, works)
     inserted = sum(1 for row in merged.values() if row.inserted)
@@ -251,7 +348,11 @@ def _plain(row: Any, spec: MergeSpec) -> Mapping[str, Any]:
 
 def _write_masters(conn: Connection, works: Sequence[FlatWork]) -> None:
     """Hashtag and category names that children rows point to. Insert-only facts: a tag keeps
-    the first id it was seen with; `first_seen_at` is the oldest sighting."""
+    the first id it was seen with; `first_seen_at` is the oldest sighting.
+
+    Only rows the batch changes are sent: ON CONFLICT DO UPDATE locks every row it meets until
+    commit, even one its WHERE leaves alone, and popular tags are in every batch. The upserts
+    decide on the rows as they are when they run, so they need no advisory lock."""
     tags: dict[str, tuple[int | None, datetime]] = {}
     for w in works:
         for h in w.hashtags or ():
@@ -260,37 +361,77 @@ def _write_masters(conn: Connection, works: Sequence[FlatWork]) -> None:
             first = w.work.fetched_at if known is None else min(known[1], w.work.fetched_at)
             tags[h.name] = (hashtag_id, first)
     if tags:
-        stmt = pg_insert(table(Hashtag))
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[Hashtag.name],
-                set_={
-                    "hashtag_id": func.coalesce(Hashtag.hashtag_id, stmt.excluded.hashtag_id),
-                    "first_seen_at": func.least(Hashtag.first_seen_at, stmt.excluded.first_seen_at),
+        names = sorted(tags)
+        stored = {
+            row.name: (row.hashtag_id, row.first_seen_at)
+            for row in conn.execute(_STORED_TAGS, {"names": names})
+        }
+        new = [n for n in names if n not in stored or _better_tag(tags[n], stored[n])]
+        if new:
+            conn.execute(
+                _HASHTAG_UPSERT,
+                {
+                    "name": new,
+                    "hashtag_id": [tags[n][0] for n in new],
+                    "first_seen_at": [tags[n][1] for n in new],
                 },
-                where=(Hashtag.hashtag_id.is_(None) & stmt.excluded.hashtag_id.is_not(None))
-                | (stmt.excluded.first_seen_at < Hashtag.first_seen_at),
-            ),
-            [
-                {"name": name, "hashtag_id": tags[name][0], "first_seen_at": tags[name][1]}
-                for name in sorted(tags)
-            ],
-        )
+            )
     categories = {c.category_id: c for w in works for c in w.categories or ()}
     if categories:
-        stmt = pg_insert(table(Category))
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[Category.category_id],
-                set_={"name": func.coalesce(stmt.excluded.name, Category.name)},
-                where=stmt.excluded.name.is_not(None)
-                & stmt.excluded.name.is_distinct_from(Category.name),
-            ),
-            [
-                {"category_id": c.category_id, "name": c.name, "level": c.level}
-                for c in (categories[k] for k in sorted(categories))
-            ],
-        )
+        ids = sorted(categories)
+        names_of = {r.category_id: r.name for r in conn.execute(_STORED_CATEGORIES, {"keys": ids})}
+        new_ids = [
+            k
+            for k in ids
+            if k not in names_of or (categories[k].name is not None
+                                     and categories[k].name != names_of[k])
+        ]  # fmt: skip
+        if new_ids:
+            conn.execute(
+                _CATEGORY_UPSERT,
+                {
+                    "category_id": new_ids,
+                    "name": [categories[k].name for k in new_ids],
+                    "level": [categories[k].level for k in new_ids],
+                },
+            )
+
+
+def _better_tag(new: tuple[int | None, datetime], stored: tuple[int | None, datetime]) -> bool:
+    """What the hashtag upsert's WHERE says, in Python: the row would change."""
+    return (stored[0] is None and new[0] is not None) or new[1] < stored[1]
+
+
+def _hashtag_upsert() -> Insert:
+    stmt = _insert_rows(table(Hashtag), ("name", "hashtag_id", "first_seen_at"))
+    return stmt.on_conflict_do_update(
+        index_elements=[Hashtag.name],
+        set_={
+            "hashtag_id": func.coalesce(Hashtag.hashtag_id, stmt.excluded.hashtag_id),
+            "first_seen_at": func.least(Hashtag.first_seen_at, stmt.excluded.first_seen_at),
+        },
+        where=(Hashtag.hashtag_id.is_(None) & stmt.excluded.hashtag_id.is_not(None))
+        | (stmt.excluded.first_seen_at < Hashtag.first_seen_at),
+    )
+
+
+def _category_upsert() -> Insert:
+    stmt = _insert_rows(table(Category), ("category_id", "name", "level"))
+    return stmt.on_conflict_do_update(
+        index_elements=[Category.category_id],
+        set_={"name": func.coalesce(stmt.excluded.name, Category.name)},
+        where=stmt.excluded.name.is_not(None) & stmt.excluded.name.is_distinct_from(Category.name),
+    )
+
+
+_HASHTAG_UPSERT = _hashtag_upsert()
+_CATEGORY_UPSERT = _category_upsert()
+_STORED_TAGS = select(Hashtag.name, Hashtag.hashtag_id, Hashtag.first_seen_at).where(
+    Hashtag.name == any_(_array("names", table(Hashtag).c.name.type))
+)
+_STORED_CATEGORIES = select(Category.category_id, Category.name).where(
+    Category.category_id == any_(_keys_array())
+)
 
 
 _ChildRows = list[Mapping[str, Any]]
@@ -378,25 +519,41 @@ def _sync_children(
     second_key: str,
 ) -> None:
     """Make the children of `aweme_ids` exactly `rows`, touching only rows that differ."""
-    keep = tuple_(child.c.aweme_id, child.c[second_key]).in_(
-        [(r["aweme_id"], r[second_key]) for r in rows]
-    )
-    stale = child.delete().where(child.c.aweme_id.in_(aweme_ids))
-    conn.execute(stale.where(~keep) if rows else stale)
-    if not rows:
-        return
-    stmt = pg_insert(child)
-    other = [c.name for c in child.columns if c.name not in ("aweme_id", second_key)]
+    rows = sorted(rows, key=lambda r: (r["aweme_id"], r[second_key]))
+    delete, upsert = _children_statements(child, second_key)
     conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[child.c.aweme_id, child.c[second_key]],
-            set_={c: stmt.excluded[c] for c in other},
-            where=tuple_(*(child.c[c] for c in other)).is_distinct_from(
-                tuple_(*(stmt.excluded[c] for c in other))
-            ),
-        ),
-        sorted(rows, key=lambda r: (r["aweme_id"], r[second_key])),
+        delete,
+        {
+            "keys": list(aweme_ids),
+            "keep_ids": [r["aweme_id"] for r in rows],
+            "keep_keys": [r[second_key] for r in rows],
+        },
     )
+    if rows:
+        columns = [c.name for c in child.columns]
+        conn.execute(upsert, _columns(rows, columns))
+
+
+@cache
+def _children_statements(child: Table, second_key: str) -> tuple[Any, Insert]:
+    """(delete the children of :keys not in the kept pairs, upsert the given rows)."""
+    keep = (
+        func.unnest(_array("keep_ids", BigInteger()), _array("keep_keys", child.c[second_key].type))
+        .table_valued("aweme_id", "k")
+        .render_derived(name="keep")
+    )
+    kept = exists().where(keep.c.aweme_id == child.c.aweme_id, keep.c.k == child.c[second_key])
+    delete = child.delete().where(child.c.aweme_id == any_(_keys_array()), ~kept)
+    other = [c.name for c in child.columns if c.name not in ("aweme_id", second_key)]
+    stmt = _insert_rows(child, [c.name for c in child.columns])
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[child.c.aweme_id, child.c[second_key]],
+        set_={c: stmt.excluded[c] for c in other},
+        where=tuple_(*(child.c[c] for c in other)).is_distinct_from(
+            tuple_(*(stmt.excluded[c] for c in other))
+        ),
+    )
+    return delete, upsert
 
 
 # --- change-only snapshots --------------------------------------------------------------------
@@ -433,16 +590,30 @@ def _author_counts(works: Sequence[FlatWork]) -> list[dict[str, Any]]:
     return rows
 
 
-def _append_snapshots(
-    conn: Connection, target: Table, key: str, rows: Sequence[Mapping[str, Any]]
-) -> int:
-    """Append a snapshot per row newer than the latest stored one in which some known count
-    differs from it. A count the payload does not carry (NULL) is no change: it neither adds a
-    row nor reads as a drop. Returns how many rows were added."""
+@dataclass(frozen=True)
+class _Snapshots:
+    table: Table
+    key: str
+
+    @property
+    def counts(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.table.columns if c.name not in (self.key, "captured_at"))
+
+
+_WORK_STATS = _Snapshots(table(WorkStat), "aweme_id")
+_AUTHOR_SNAPSHOTS = _Snapshots(table(AuthorSnapshot), "uid")
+
+
+def _new_snapshots(
+    conn: Connection, target: _Snapshots, rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The snapshots to append: per row newer than the latest stored one in which some known
+    count differs from it. A count the payload does not carry (NULL) is no change: it neither
+    adds a row nor reads as a drop."""
     if not rows:
-        return 0
-    counts = [c.name for c in target.columns if c.name not in (key, "captured_at")]
-    latest = _latest_snapshots(conn, target, key, sorted({r["key"] for r in rows}))
+        return []
+    key, counts = target.key, target.counts
+    latest = _latest_snapshots(conn, target, sorted({r["key"] for r in rows}))
     added: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: (r["key"], r["captured_at"])):
         before = latest.get(row["key"])
@@ -453,28 +624,47 @@ def _append_snapshots(
             continue
         snapshot = {key: row["key"], "captured_at": row["captured_at"]}
         snapshot.update({c: row[c] for c in counts})
-        added.append(snapshot)
+        added.append(snapshot | {"key": row["key"]})
         latest[row["key"]] = snapshot
+    return added
+
+
+@cache
+def _snapshot_insert(target: _Snapshots) -> Insert:
+    columns = (target.key, "captured_at", *target.counts)
+    return _insert_rows(target.table, columns).on_conflict_do_nothing()
+
+
+def _append_snapshots(
+    conn: Connection, target: _Snapshots, rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """Append the new snapshots of `rows` (`_new_snapshots`); returns how many were added."""
+    added = _new_snapshots(conn, target, rows)
     if added:
-        conn.execute(pg_insert(target).on_conflict_do_nothing(), added)
+        columns = (target.key, "captured_at", *target.counts)
+        conn.execute(_snapshot_insert(target), _columns(added, columns))
     return len(added)
 
 
-def _latest_snapshots(
-    conn: Connection, target: Table, key: str, keys: Sequence[int]
-) -> dict[int, Mapping[Any, Any]]:
+@cache
+def _latest_query(target: _Snapshots) -> Select[Any]:
     """The newest snapshot of each key: one backward step on the primary key per key."""
-    wanted = (
-        func.unnest(bindparam("snapshot_keys", list(keys), type_=ARRAY(BigInteger)))
-        .table_valued("k")
-        .render_derived()
-    )
+    t = target.table
+    wanted = func.unnest(_keys_array()).table_valued("k").render_derived()
     newest = (
-        select(target)
-        .where(target.c[key] == wanted.c.k)
-        .order_by(target.c.captured_at.desc())
+        select(t)
+        .where(t.c[target.key] == wanted.c.k)
+        .order_by(t.c.captured_at.desc())
         .limit(1)
         .lateral()
     )
-    stmt = select(newest).select_from(wanted.join(newest, true()))
-    return {row[key]: row for row in conn.execute(stmt).mappings()}
+    return select(newest).select_from(wanted.join(newest, true()))
+
+
+def _latest_snapshots(
+    conn: Connection, target: _Snapshots, keys: Sequence[int]
+) -> dict[int, Mapping[Any, Any]]:
+    return {
+        row[target.key]: row
+        for row in conn.execute(_latest_query(target), {"keys": list(keys)}).mappings()
+    }

@@ -73,10 +73,14 @@ class MergedRow:
 @dataclass(frozen=True, slots=True)
 class MergeSpec:
     fields: tuple[Field, ...]
+    columns: tuple[str, ...] = field(init=False)  # every field's table columns, in order
+    children: frozenset[str] = field(init=False)  # names of the children fields
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(c for f in self.fields for c in f.columns)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(c for f in self.fields for c in f.columns))
+        object.__setattr__(
+            self, "children", frozenset(f.name for f in self.fields if not f.columns)
+        )
 
     def stored(self, row: Mapping[Any, Any]) -> MergedRow:
         """The merge state of a stored row (its columns and `field_seen_at`)."""
@@ -147,15 +151,12 @@ class MergeSpec:
         seen = {
             name: at.isoformat()
             for name, at in sorted(row.times.items())
-            if at != row.last_seen_at or self._children(name)
+            if at != row.last_seen_at or name in self.children
         }
         out["field_seen_at"] = seen or None
         out["first_seen_at"] = row.first_seen_at
         out["last_seen_at"] = row.last_seen_at
         return out
-
-    def _children(self, name: str) -> bool:
-        return any(f.name == name and f.is_children for f in self.fields)
 
 
 def _value(f: Field, row: Mapping[Any, Any]) -> Any:

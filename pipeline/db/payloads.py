@@ -7,19 +7,43 @@ is degraded, so `ingest reprocess` can always rebuild the best-known truth.
 
 Both follow from the set of payloads loaded, in any order; the SQL below and `_worth_sending`
 apply the same rules, the latter only to skip sending ~40 KB payloads that would change nothing.
+The SQL decides on the row as stored when it runs, so no lock is needed for correctness.
+
+A payload goes to PostgreSQL as JSON text (`pipeline.douyin.json_text`: orjson, cleaned only
+where NUL or a lone surrogate can be), one parameter per row, in one prepared statement run
+for every row (psycopg's pipelined executemany): one array of ~40 KB texts would be escaped
+element by element in Python, four times slower (measured in the 2026-11-30 audit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, case, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    DateTime,
+    Integer,
+    Table,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    case,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pipeline.db.models import RawPayload
-from pipeline.douyin import clean_json
+from pipeline.douyin import json_text
 from pipeline.rows import FlatWork
 
 # Bumped whenever the flattener learns to read payloads better; `ingest db upgrade` and
@@ -29,8 +53,21 @@ LOADER_VERSION = 2
 _RAW = cast(Table, RawPayload.__table__)
 
 
+@cache
 def _upsert() -> Any:
-    stmt = pg_insert(_RAW)
+    # INSERT ... SELECT of one row per parameter set: SQLAlchemy hands a list of them to the
+    # driver's executemany as is (an INSERT ... VALUES would be rewritten into one long
+    # statement per batch, which psycopg re-parses every time and never prepares).
+    row = select(
+        sql_cast(bindparam("aweme_id", type_=BigInteger), BigInteger),
+        sql_cast(bindparam("fetched_at", type_=DateTime(timezone=True)), DateTime(timezone=True)),
+        sql_cast(bindparam("payload", type_=Text), JSONB),
+        sql_cast(bindparam("is_complete", type_=Boolean), Boolean),
+        literal(LOADER_VERSION, Integer),
+    )
+    stmt = pg_insert(_RAW).from_select(
+        ["aweme_id", "fetched_at", "payload", "is_complete", "loader_version"], row
+    )
     new, cur = stmt.excluded, _RAW.c
     newer = new.fetched_at > cur.fetched_at
     better_complete = and_(
@@ -71,12 +108,13 @@ def store(conn: Connection, works: Sequence[FlatWork]) -> None:
     if not works:
         return
     ids = sorted({w.work.aweme_id for w in works})
+    keys = sql_cast(bindparam("ids", ids, type_=ARRAY(BigInteger)), ARRAY(BigInteger))
     stored: dict[int, _State] = {
         row.aweme_id: (row.fetched_at, row.is_complete, row.complete_fetched_at)
         for row in conn.execute(
             select(
                 _RAW.c.aweme_id, _RAW.c.fetched_at, _RAW.c.is_complete, _RAW.c.complete_fetched_at
-            ).where(_RAW.c.aweme_id.in_(ids))
+            ).where(_RAW.c.aweme_id == any_(keys))
         )
     }
     rounds: list[dict[int, dict[str, Any]]] = []
@@ -88,9 +126,8 @@ def store(conn: Connection, works: Sequence[FlatWork]) -> None:
         row = {
             "aweme_id": w.work.aweme_id,
             "fetched_at": w.work.fetched_at,
-            "payload": clean_json(w.raw),
+            "payload": json_text(w.raw),
             "is_complete": w.complete,
-            "loader_version": LOADER_VERSION,
         }
         # A key may appear once per statement: another payload of one work goes a round later.
         free = next((r for r in rounds if w.work.aweme_id not in r), None)

@@ -100,20 +100,37 @@ def _check(doc: Any, body: bytes) -> Any | BodyProblem:
     return _decode_with_stdlib(body) if suspect else doc
 
 
+class _TooDeep(Exception):
+    """Raised from inside `_walk` to stop at the first container deeper than MAX_DEPTH."""
+
+
+_FLOAT_LOW, _FLOAT_HIGH = -(2.0**63), 2.0**64
+
+
 def _walk(doc: Any) -> tuple[bool, bool]:
     """(nested deeper than MAX_DEPTH, holds a float outside the 64-bit integer range)."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    suspect = False
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                return True, suspect
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children)
-        elif isinstance(value, float) and not -(2.0**63) < value < 2.0**64:
-            suspect = True
-    return False, suspect
+    suspects: list[float] = []
+    try:
+        _scan(doc, 1, suspects)
+    except _TooDeep:
+        return True, bool(suspects)
+    return False, bool(suspects)
+
+
+def _scan(container: Any, depth: int, suspects: list[float]) -> None:
+    """Visit every value below `container` once, by exact type (a decoded document holds only
+    dict, list, str, int, float, bool and None): this runs on every payload, so it is kept to
+    the few operations it needs. Recursion stops at MAX_DEPTH + 1 levels."""
+    if type(container) is not dict and type(container) is not list:
+        return
+    if depth > MAX_DEPTH:
+        raise _TooDeep
+    for child in container.values() if type(container) is dict else container:
+        kind = type(child)
+        if kind is dict or kind is list:
+            _scan(child, depth + 1, suspects)
+        elif kind is float and not _FLOAT_LOW < child < _FLOAT_HIGH:
+            suspects.append(child)
 
 
 def _decode_with_stdlib(body: bytes) -> Any | BodyProblem:
