@@ -20,7 +20,7 @@ At read speed, on every core:
   the flattened rows back to one merging process costs as much to unpickle as to flatten;
 - memory is bounded by the batches in flight (a few per process), whatever the table holds;
 - a crash keeps the batches already committed; Ctrl-C stops after the ranges in flight.
-A run of one range (tests, small databases) works in this process: a pool would cost more.
+A small run (under two ranges per process) works in this process: a pool would cost more.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +49,7 @@ from pipeline.db.payloads import LOADER_VERSION
 from pipeline.db.runs import HEARTBEAT_INTERVAL, beat, finish_run, start_run
 from pipeline.db.tracking import RunStatus
 from pipeline.flatten import FlatWork, NotAWork, flatten
+from pipeline.runtime import settle_gc
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +64,26 @@ RangeDone = tuple[Counter[str], list[tuple[int, str]]]
 
 
 def reprocess(
-    engine: Engine, batch_size: int = 500, *, stale_only: bool = False, workers: int | None = None
+    engine: Engine,
+    batch_size: int = 500,
+    *,
+    stale_only: bool = False,
+    workers: int | None = None,
+    range_size: int = RANGE_SIZE,
 ) -> Counter[str]:
     """Flatten every stored payload again (`stale_only`: those loaded by an older flattener)
     and merge it in; one transaction per batch, so a crash keeps the batches already done.
-    `workers`: processes (default: one per core)."""
+    `workers`: processes (default: one per core), used when there are at least two ranges of
+    `range_size` payloads per process (starting one costs ~0.5 s of imports)."""
     counts: Counter[str] = Counter()
     with engine.begin() as conn:
         run_id = start_run(conn, "reprocess", {"batch_size": batch_size, "stale": stale_only})
     status: RunStatus = RunStatus.FAILED
     message: str | None = "stopped by an error"
     try:
-        ranges = key_ranges(engine, RANGE_SIZE, stale_only=stale_only)
-        workers = min(workers or _cores(), len(ranges))
-        if workers < 2:  # one range, or one process wanted: no pool
+        ranges = key_ranges(engine, range_size, stale_only=stale_only)
+        workers = workers or _cores()
+        if workers < 2 or len(ranges) < 2 * workers:  # a pool would cost more than it saves
             for first, last in ranges:
                 done = reprocess_range(engine, first, last, batch_size, stale_only=stale_only)
                 _settle(done, counts)
@@ -164,20 +172,46 @@ def flatten_stored(batch: Sequence[StoredRow], not_works: list[tuple[int, str]])
             stored.insert(0, (complete_at, complete))
         for at, text in stored:
             try:
-                works.append(flatten(decode(text), at))
+                work = flatten(decode(text), at)
             except NotAWork as exc:
                 not_works.append((aweme_id, str(exc)))
+                continue
+            # `raw` is for raw_payloads, which reprocess never writes: the decoded payload is
+            # let go now instead of living until the batch is merged.
+            works.append(replace(work, raw={}))
     return works
 
 
 def decode(text: str) -> Any:
     """JSON text from PostgreSQL to Python values, exactly as `json.loads` reads it (which is
-    what psycopg uses for JSONB): orjson first, `json` for what orjson refuses (integers beyond
-    64 bits, nesting deeper than 1024)."""
+    what psycopg uses for JSONB), at orjson's speed. orjson refuses some documents `json`
+    reads (nesting deeper than 1024) and reads integers beyond 64 bits as floats: those go
+    through `json` (a float outside the 64-bit range is the sign; real payloads have none)."""
     try:
-        return orjson.loads(text)
+        doc = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+    return json.loads(text) if _huge_float(doc) else doc
+
+
+_FLOAT_LOW, _FLOAT_HIGH = -(2.0**63), 2.0**64
+
+
+def _huge_float(node: Any) -> bool:
+    """Whether a float outside the 64-bit integer range is anywhere in the document (a walk
+    by exact type: a decoded document holds only dict, list, str, int, float, bool, None)."""
+    if type(node) is not dict and type(node) is not list:
+        return type(node) is float and not _FLOAT_LOW < node < _FLOAT_HIGH
+    stack = [node]
+    while stack:
+        container = stack.pop()
+        for child in container.values() if type(container) is dict else container:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append(child)
+            elif kind is float and not _FLOAT_LOW < child < _FLOAT_HIGH:
+                return True
+    return False
 
 
 def merge_batch(
@@ -218,7 +252,7 @@ class _Pool:
     def run(self, ranges: Sequence[tuple[int, int]], batch_size: int, stale_only: bool) -> None:
         # spawn, not fork: this process holds database connections.
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_ignore_sigint)
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker)
         pending: set[Future[RangeDone]] = set()
         try:
             for first, last in ranges:
@@ -254,10 +288,11 @@ def _reprocess_range_in_worker(
         engine.dispose()
 
 
-def _ignore_sigint() -> None:
+def _start_worker() -> None:
     # Ctrl-C reaches the whole process group: the parent handles it (closes the run record,
     # lets the ranges in flight commit); a worker printing its own traceback would only add noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settle_gc()  # the same collector settings as the parent's run (see pipeline.runtime)
 
 
 def _cores() -> int:

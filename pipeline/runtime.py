@@ -28,13 +28,19 @@ from contextlib import contextmanager
 RUN_THRESHOLDS = (100_000, 20, 10)
 
 
-@contextmanager
-def steady_gc() -> Iterator[None]:
-    """Freeze what start-up allocated and raise the collector's thresholds for the block."""
-    before = gc.get_threshold()
+def settle_gc() -> None:
+    """Freeze what start-up allocated and raise the collector's thresholds (for good: for a
+    worker process that lives only for the run)."""
     gc.collect()  # start-up garbage is freed, not frozen
     gc.freeze()
     gc.set_threshold(*RUN_THRESHOLDS)
+
+
+@contextmanager
+def steady_gc() -> Iterator[None]:
+    """`settle_gc` for the block; the previous settings are restored after it."""
+    before = gc.get_threshold()
+    settle_gc()
     try:
         yield
     finally:
