@@ -200,7 +200,7 @@ def count(engine: Engine) -> dict[str, int]:
         return {
             m.__tablename__: conn.execute(
                 text(f"SELECT count(*) FROM {m.__tablename__}")
-            ).scalar_one()  # fmt: skip
+            ).scalar_one()
             for m in (*(d for d, _ in DIMENSIONS), models.AuthorSnapshot, *PER_WORK)
         }
 
