@@ -4,6 +4,7 @@
     python -m bench.ingest_probe [--default-gc] OUT.json -- run links.txt --database-url …
 
 Writes {"gc_s", "collections", "full_collections", "cpu_s"} to OUT.json when the command exits.
+`BENCH_GC_THRESHOLDS=50000,5,5` tries other thresholds than `pipeline.runtime.RUN_THRESHOLDS`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -39,6 +41,10 @@ def main() -> None:
             stats["full_collections"] += info["generation"] == 2
 
     gc.callbacks.append(on_gc)
+    if thresholds := os.environ.get("BENCH_GC_THRESHOLDS"):  # e.g. "50000,5,5": try others
+        import pipeline.runtime
+
+        pipeline.runtime.RUN_THRESHOLDS = tuple(int(t) for t in thresholds.split(","))  # type: ignore[assignment]
     if default_gc:
         import pipeline.cli.refresh
         import pipeline.cli.run

@@ -14,10 +14,12 @@ At read speed, on every core:
        per batch ──► counts back to this process, which keeps the heartbeat and the record
 
 - payloads are read as JSONB text and decoded with orjson (`json` for what orjson refuses,
-  e.g. integers beyond 64 bits): psycopg's JSONB loader runs `json.loads`, 2.5x slower;
+  e.g. integers beyond 64 bits): psycopg's JSONB loader runs `json.loads`, ~70 µs for a 27 KB
+  payload against ~48 µs for orjson plus that check;
 - decoding, flatten and the merge's Python side are CPU work under one interpreter lock, so
   they run in processes, not threads; each process merges what it flattened, because sending
-  the flattened rows back to one merging process costs as much to unpickle as to flatten;
+  the flattened rows back to one merging process costs it almost as much to unpickle
+  (~0.25 ms per work, measured) as decoding and flattening them (~0.35 ms);
 - memory is bounded by the batches in flight (a few per process), whatever the table holds;
 - a crash keeps the batches already committed; Ctrl-C stops after the ranges in flight.
 A small run (under two ranges per process) works in this process: a pool would cost more.

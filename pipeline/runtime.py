@@ -24,8 +24,12 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# (young, middle, old): young collections every 100,000 net allocations instead of 700.
-RUN_THRESHOLDS = (100_000, 20, 10)
+# (young, middle, old): young collections every 50,000 net allocations instead of 700, and a
+# full one after 5 x 5 of those (instead of 10 x 10). Measured over a 40,000-link run, with
+# these the collector took 1.1% of CPU and the peak RSS stayed flat (~200 MB, as with the
+# defaults); with (100,000, 20, 10) full passes were so rare that the cyclic garbage of
+# finished requests piled up (+30 MB of RSS within the run), and (20,000, 10, 10) cost 12%.
+RUN_THRESHOLDS = (50_000, 5, 5)
 
 
 def settle_gc() -> None:
