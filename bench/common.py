@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -93,6 +94,28 @@ def drop_database(server_url: str, name: str) -> None:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def postgres_cpu_s(server_url: str) -> float | None:
+    """CPU seconds the embedded server behind `server_url` has used so far: the postmaster, its
+    live backends, and the exited ones (the postmaster's children counters). None for a server
+    that is not a local process found by its socket directory."""
+    host = make_url(server_url).query.get("host")
+    if not isinstance(host, str):
+        return None
+    for proc in psutil.process_iter(["cmdline"]):
+        if host in (proc.info["cmdline"] or []) and "-D" in proc.info["cmdline"]:
+            try:
+                own = proc.cpu_times()
+                total = own.user + own.system + own.children_user + own.children_system
+                for child in proc.children():
+                    with contextlib.suppress(psutil.Error):
+                        times = child.cpu_times()
+                        total += times.user + times.system
+            except psutil.Error:
+                return None
+            return total
+    return None
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

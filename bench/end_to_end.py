@@ -42,6 +42,7 @@ from bench.common import (
     drop_database,
     median,
     pg_server,
+    postgres_cpu_s,
     print_results,
     with_database,
 )
@@ -59,6 +60,7 @@ class IngestArm:
     cpu_ms_per_work: float
     peak_rss_mb: float
     gc_share: float  # of the process's CPU time, in the cyclic garbage collector
+    pg_ms_per_work: float | None  # PostgreSQL's CPU (embedded server only)
 
 
 def link(aweme_id: int) -> str:
@@ -102,8 +104,10 @@ def run_ingest(
             "--database-url", with_database(server_url, RUN_DB), "--api-base", base,
             "--rate", "100000", "--concurrency", str(CONCURRENCY), "--no-progress", "-q",
         ]  # fmt: skip
+        pg_before = postgres_cpu_s(server_url)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
+        pg_after = postgres_cpu_s(server_url)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise RuntimeError(f"ingest exited {proc.returncode}")
@@ -119,7 +123,8 @@ def run_ingest(
             raise RuntimeError(f"ingest did not load every work: {counts}")
         cpu = usage.ru_utime + usage.ru_stime
         gc_s = json.loads(probe.read_text())["gc_s"]
-        return IngestArm(n / seconds, cpu * 1000 / n, usage.ru_maxrss / 1024, gc_s / cpu)
+        pg = None if pg_before is None or pg_after is None else (pg_after - pg_before) * 1000 / n
+        return IngestArm(n / seconds, cpu * 1000 / n, usage.ru_maxrss / 1024, gc_s / cpu, pg)
     finally:
         engine.dispose()
         drop_database(server_url, RUN_DB)
@@ -216,8 +221,8 @@ class Arms:
                 f"ingest {n:,} links (c={CONCURRENCY}, pre-rendered fake)",
                 None,
                 f"{speed:,.0f} works/s, peak RSS {self.peak_rss_mb:.0f} MB, "
-                f"{median([a.cpu_ms_per_work for a in ours]):.2f} ms CPU/work, "
-                f"GC {median([a.gc_share for a in ours]):.1%} of CPU",
+                f"{median([a.cpu_ms_per_work for a in ours]):.2f} ms CPU/work"
+                f"{_pg(ours)}, GC {median([a.gc_share for a in ours]):.1%} of CPU",
             )
         ]
         if untuned := runs["default_gc"]:
@@ -244,6 +249,11 @@ class Arms:
         return results
 
 
+def _pg(arms: list[IngestArm]) -> str:
+    known = [a.pg_ms_per_work for a in arms if a.pg_ms_per_work is not None]
+    return f" (+ PostgreSQL {median(known):.2f})" if known else ""
+
+
 def _ratio(ours: list[IngestArm], other: list[IngestArm]) -> float:
     return median([a.works_per_s / b.works_per_s for a, b in zip(ours, other, strict=True)])
 
@@ -251,7 +261,7 @@ def _ratio(ours: list[IngestArm], other: list[IngestArm]) -> float:
 def _show(arm: IngestArm | float) -> str:
     if isinstance(arm, IngestArm):
         return (
-            f"{arm.works_per_s:,.0f} works/s ({arm.cpu_ms_per_work:.2f} ms CPU/work, "
+            f"{arm.works_per_s:,.0f} works/s ({arm.cpu_ms_per_work:.2f} ms CPU/work{_pg([arm])}, "
             f"GC {arm.gc_share:.1%}, peak RSS {arm.peak_rss_mb:.0f} MB)"
         )
     return f"{arm:,.0f}/s"

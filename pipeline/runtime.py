@@ -1,21 +1,23 @@
 """Interpreter settings for the long-running commands (`ingest run`, `refresh`, `reprocess`).
 
 Why the garbage collector is tuned: every fetched payload decodes into a ~30 KB tree of a few
-thousand dicts, lists and strings, and up to two batches of them wait in the queues. None of them
-is in a reference cycle (reference counting frees them), yet with CPython's default thresholds
-(700, 10, 10) the cyclic collector ran a young collection every few payloads and a full pass over
-every live object, queued payloads included, every few seconds: 17.5% of the process's CPU in a
-5,000-link run (audit 2026-11-30, `gc.callbacks` timing), 20 full passes costing 2.4 s.
+thousand dicts, lists and strings, and up to two batches of them wait in the queues. None of
+them is in a reference cycle (reference counting frees them), yet with CPython's default
+thresholds (700, 10, 10) the cyclic collector ran a young collection every payload or so and a
+full pass over every live object, queued payloads included, every few seconds: 17.5% of the
+process's CPU in the audit of 2026-11-30 (20 full passes, 2.4 s, in a 5,000-link run), ~22% in
+`bench.end_to_end`'s probe (`gc.callbacks`).
 
 - `gc.freeze()` after start-up moves everything imported so far (modules, classes, SQLAlchemy
   metadata: ~100k objects) to a permanent generation that no collection walks again;
-- a first-generation threshold of 100,000 allocations makes young collections ~140x rarer; the
-  cycles a run does make (asyncio futures and tracebacks, SQLAlchemy contexts) are small and are
-  still collected, just in bigger, rarer sweeps.
+- `RUN_THRESHOLDS` make young collections ~70x rarer and full passes rarer still, while the
+  cycles a run does make (asyncio futures and tracebacks of finished requests) are still
+  collected often enough that memory stays flat.
 
-Measured on the same machine and run: the collector's share of CPU fell from 17.5% to ~1%, and
-`ingest` got 1.15x faster (bench/README.md). Peak memory is unchanged within noise. The
-previous settings are restored on exit, so an embedding program (or a test) is not left tuned.
+Measured side by side (bench/README.md): the collector's share of CPU fell from ~22% to ~1-4%,
+and `ingest` got ~1.2x faster. The previous settings are restored when the block ends, so an
+embedding program (or a test) is not left tuned; worker processes that live only for a run
+(`ingest reprocess`'s pool) call `settle_gc` for good.
 """
 
 from __future__ import annotations
