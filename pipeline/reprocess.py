@@ -139,14 +139,7 @@ def reprocess_range(
     (server-side cursor, `batch_size` at a time), flatten, merge one batch per transaction."""
     counts: Counter[str] = Counter()
     not_works: list[tuple[int, str]] = []
-    raw: Table = table(RawPayload)
-    query = select(
-        raw.c.aweme_id,
-        raw.c.fetched_at,
-        cast(raw.c.payload, Text),
-        raw.c.complete_fetched_at,
-        cast(raw.c.complete_payload, Text),
-    ).where(raw.c.aweme_id.between(first, last))
+    query = _payloads().where(table(RawPayload).c.aweme_id.between(first, last))
     with engine.connect() as reading:
         streamed = reading.execution_options(stream_results=True, yield_per=batch_size)
         for part in streamed.execute(_stored(query, stale_only=stale_only)).partitions():
@@ -155,6 +148,36 @@ def reprocess_range(
             with engine.begin() as conn:
                 merge_batch(conn, [row[0] for row in batch], works, counts)
     return counts, not_works
+
+
+def reprocess_batch(
+    conn: Connection, after: int, batch_size: int, counts: Counter[str], *, stale_only: bool
+) -> tuple[int, int]:
+    """Rebuild the next `batch_size` payloads with aweme_id > `after` in the caller's
+    transaction; returns how many were read and the last id (the next `after`). Payloads that
+    are not a work are counted and logged."""
+    query = _payloads().where(table(RawPayload).c.aweme_id > after)
+    rows = conn.execute(_stored(query, stale_only=stale_only).limit(batch_size)).all()
+    if not rows:
+        return 0, after
+    batch: list[StoredRow] = [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    not_works: list[tuple[int, str]] = []
+    works = flatten_stored(batch, not_works)
+    range_counts: Counter[str] = Counter()
+    merge_batch(conn, [row[0] for row in batch], works, range_counts)
+    _settle((range_counts, not_works), counts)
+    return len(batch), batch[-1][0]
+
+
+def _payloads() -> Select[Any]:
+    raw: Table = table(RawPayload)
+    return select(
+        raw.c.aweme_id,
+        raw.c.fetched_at,
+        cast(raw.c.payload, Text),
+        raw.c.complete_fetched_at,
+        cast(raw.c.complete_payload, Text),
+    )
 
 
 def _stored(query: Select[Any], *, stale_only: bool) -> Select[Any]:
