@@ -1,6 +1,7 @@
-"""Two writers on one database wait for each other only where both change the same row: the
-loader locks its batch's works and the dimension rows it changes, not every author it names
-(issue 13: many workers on one database)."""
+"""Two writers on one database wait for each other only where both change the same row, and
+then only for the end of the other's transaction: the loader locks its batch's works, and the
+dimension rows it changes last, not every author it names (issue 13: many workers, one
+database)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,20 @@ def test_writers_that_both_change_an_author_still_serialize(
         load_works(a, [flatten(_detail(fixtures_dir, first), T0)])  # a new author: locked
         with pytest.raises(OperationalError, match="lock timeout"):
             load_works(b, [flatten(_detail(fixtures_dir, second), T0 + timedelta(hours=1))])
+
+
+def test_an_author_both_change_is_locked_only_at_the_end(
+    engine: Engine, fixtures_dir: Path
+) -> None:
+    """The second writer gets through its works (their foreign-key checks on the author do not
+    wait for the first writer's lock) and waits only where it writes the author itself."""
+    first, second, known = 7071967230287744001, 7071967230287744002, 7071967230287744267
+    with engine.begin() as conn:
+        load_works(conn, [flatten(_detail(fixtures_dir, known), T0 - timedelta(hours=1))])
+    with engine.connect() as a, engine.connect() as b, a.begin(), b.begin():
+        _wait_briefly(a)
+        _wait_briefly(b)
+        load_works(a, [flatten(_detail(fixtures_dir, first), T0)])  # changes the author
+        with pytest.raises(OperationalError, match="lock timeout") as stopped:
+            load_works(b, [flatten(_detail(fixtures_dir, second), T0 + timedelta(hours=1))])
+        assert "FOR NO KEY UPDATE" in str(stopped.value)  # the author's own write, at the end

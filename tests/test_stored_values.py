@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from pipeline.db.load import load_works
+from pipeline.douyin import clean_json, json_text
 from pipeline.flatten import NotAWork, flatten
 from pipeline.reprocess import reprocess_batch
 from pipeline.upstream.contracts import AmagiContract, Contract, SeedContract
@@ -295,3 +297,26 @@ def test_the_corpus_exercises_every_cleaning_path(db: Connection) -> None:
     assert "179769313486231570000000" in body
     assert "0.000000000125" in body
     assert "second \\\\u0000 is no NUL" in body
+
+
+def test_json_text_stores_what_json_dumps_of_the_cleaned_value_stored(db: Connection) -> None:
+    """The raw payload's JSON text (orjson, cleaned only when needed) becomes the same JSONB as
+    the standard library's text of the cleaned value did: numbers of every spelling and scale,
+    NUL in keys and values, lone surrogates, a literal backslash-u0000, astral characters."""
+    rng = random.Random(14)
+    floats = [rng.random() * 10.0 ** rng.randint(-30, 30) for _ in range(2000)]
+    floats += [float(rng.randint(0, 10**18)) for _ in range(500)]
+    floats += [1e15, 1e16, 1e22, 1e-5, 5e-324, 1.7976931348623157e308, -0.0, 0.1, 123456789.0]
+    values: list[Any] = [
+        {"floats": floats, "ints": [0, -(2**63), 2**64 - 1, 2**53 + 1]},
+        {"k\x00ey": "v\x00al", "nested": [{"\x00": ["\x00\x00"]}]},
+        {"lone": "a\ud83db", "key\udc00": ["\ud800"], "nul": "\x00"},
+        {"not a NUL": "\\u0000", "emoji": "😀𝄞", "escaped pair": "\ud83d\ude00"},
+    ]
+    for value in values:
+        ours, before = json_text(value), json.dumps(clean_json(value))
+        same = db.execute(
+            text("SELECT CAST(:a AS jsonb)::text = CAST(:b AS jsonb)::text"),
+            {"a": ours, "b": before},
+        ).scalar_one()
+        assert same, value

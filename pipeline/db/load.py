@@ -4,21 +4,27 @@ not written here: see `pipeline.db.state`.
 
 Rules every writer here follows:
 - The caller owns the transaction: nothing in this module commits.
-- Keys are locked (transaction-scoped advisory locks, in one global order) before the rows
-  they write are read, so two writers of the same author or work serialize instead of
-  overwriting each other's merge, and cannot deadlock. Only keys that need it are locked: every
-  work of the batch, and the authors, tracks, collections and places the batch changes (an
-  unlocked look first tells which): two processes loading works of the same authors then only
-  wait for each other where both have something new to say about one of them.
+- Two writers of one row serialize instead of overwriting each other's merge, and cannot
+  deadlock. Works (rarely shared) take transaction-scoped advisory locks, in key order, before
+  they are read. Authors, tracks, collections and places (shared by many batches) are locked as
+  late as possible: an unlocked look tells which rows the batch changes (a row it leaves alone
+  is never locked: the merge only moves facts forward, so what does not change the row as read
+  does not change a later state of it either); new rows are inserted first (works point to
+  them; a row another writer inserts first is waited for); the existing rows the batch changes
+  are locked (`FOR NO KEY UPDATE`, in key order), merged again and written last, so another
+  writer of the same authors waits only for this short tail of the transaction.
 - One small writer per table; a row is written only when the merge changed it, so loading the
   same payloads twice changes nothing (and locks nothing but its works).
-- Every write is one set-based statement per table (`INSERT ... SELECT FROM unnest(arrays)`,
-  one array per column), built once and prepared by the driver: the batch's size does not
-  change the SQL text. Raw payloads go one row per parameter set (`pipeline.db.payloads`).
+- Every write is one set-based statement per table: `INSERT ... SELECT FROM
+  json_to_recordset(:given) ... ON CONFLICT`, the rows as one JSON text typed by the table's
+  columns (encoded by orjson in C, where arrays would be dumped by psycopg in Python), built
+  once and prepared by the driver: the batch's size does not change the SQL text. Raw
+  payloads go one row per parameter set (`pipeline.db.payloads`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,22 +32,29 @@ from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Connection,
+    Row,
     Select,
     Table,
+    Text,
     any_,
     bindparam,
+    column,
     exists,
     func,
+    literal,
     select,
     true,
     tuple_,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import ARRAY, Insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.types import TypeEngine
 
 from pipeline.db import payloads as raw_writer
@@ -146,17 +159,18 @@ def _work_values(w: FlatWork) -> Mapping[str, Any]:
 
 # --- locking and merging ----------------------------------------------------------------------
 
-# Advisory lock classes, one per merged table: a lock id is the class in the top byte and the
-# key's low 56 bits below (two keys that share a lock id merely wait for each other).
-_LOCK_CLASSES = {"authors": 1, "music": 2, "collections": 3, "places": 4, "works": 5}
+# Advisory lock classes: a lock id is the class in the top byte and the key's low 56 bits below
+# (two keys that share a lock id merely wait for each other). Works only, now; 1-4 were the
+# authors, music, collections and places, which are locked as rows instead (see load_works).
+_LOCK_CLASSES = {"works": 5}
 _LOW_56_BITS = (1 << 56) - 1
 
 
 def _lock(conn: Connection, keys: Mapping[str, Iterable[int]]) -> None:
     """Serialize writers of the same keys, taking every lock in one global order (so writers
     cannot deadlock). ON CONFLICT alone would let two transactions that read the same row (or
-    no row) each write their own merge, and the second would drop the first's facts; it also
-    only arbitrates the primary key (authors.sec_uid is unique too)."""
+    no row) each write their own merge, and the second would drop the first's facts. A lock
+    on the key, not the row, also covers a work that has no row yet."""
     lock_ids = sorted(
         {(_LOCK_CLASSES[name] << 56) | (k & _LOW_56_BITS) for name, ks in keys.items() for k in ks}
     )
@@ -183,18 +197,45 @@ _LOCK_STATEMENT = _lock_statement()
 
 
 def _rows(target: Table, columns: Sequence[str]) -> Select[Any]:
-    """SELECT of rows given column by column: `unnest(:col1, :col2, ...)`, in list order."""
-    arrays = [_array(c, target.c[c].type) for c in columns]
-    given = func.unnest(*arrays).table_valued(*columns).render_derived(name="given")
-    return select(*(given.c[c] for c in columns))
+    """SELECT of the rows given as one JSON array of objects (`_given`), typed as the target's
+    columns: `json_to_recordset(:given) AS given(col type, ...)`."""
+    given = (
+        func.json_to_recordset(sql_cast(bindparam("given", type_=Text()), JSON()))
+        .table_valued(*(column(c, target.c[c].type) for c in columns))
+        .render_derived(name="given", with_types=True)
+    )
+    return select(*(_json_null(given.c[c]).label(c) if _is_json(target.c[c]) else given.c[c]
+                    for c in columns))  # fmt: skip
+
+
+def _is_json(col: Any) -> bool:
+    return isinstance(col.type, JSON)
+
+
+def _json_null(value: Any) -> Any:
+    # SQLAlchemy writes a Python None in a JSON column as JSON null (not SQL NULL), and so did
+    # the loader before; json_to_recordset reads a JSON null as SQL NULL: turn it back.
+    return func.coalesce(value, sql_cast(literal("null"), JSONB))
 
 
 def _insert_rows(target: Table, columns: Sequence[str]) -> Insert:
     return pg_insert(target).from_select(list(columns), _rows(target, columns))
 
 
-def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, list[Any]]:
-    return {c: [r[c] for r in rows] for c in columns}
+def _given(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The parameter of `_rows`: one text, encoded in C, where arrays would be dumped by
+    psycopg element by element in Python (the loader's largest client cost after the merge)."""
+    try:
+        return {"given": orjson.dumps(rows).decode()}
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, which PostgreSQL
+        # must see and refuse (NumericValueOutOfRange: that work alone fails, see batches.py)
+        return {"given": json.dumps(rows, default=_isoformat)}
+
+
+def _isoformat(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass(frozen=True)
@@ -204,7 +245,7 @@ class _Merged:
     table: Table
     key: str
     spec: MergeSpec
-    lock_class: str
+    unique: tuple[str, ...] = ()  # other unique columns: "key" columns to row locks
 
     @property
     def written_columns(self) -> tuple[str, ...]:
@@ -212,11 +253,32 @@ class _Merged:
 
 
 @cache
-def _stored_query(merged: _Merged) -> Select[Any]:
+def _stored_query(merged: _Merged, lock: bool) -> Select[Any]:
     t = merged.table
     wanted = [t.c[c] for c in (merged.key, *merged.spec.columns)]
     wanted += [t.c.first_seen_at, t.c.last_seen_at, t.c.field_seen_at]
-    return select(*wanted).where(t.c[merged.key] == any_(_keys_array()))
+    query = select(*wanted).where(t.c[merged.key] == any_(_keys_array()))
+    # Rows are locked as they are returned, so in key order: two writers cannot deadlock. NO
+    # KEY: a foreign-key check of another writer's new work (KEY SHARE) need not wait.
+    if lock:  # key_share=True: FOR NO KEY UPDATE on PostgreSQL
+        return query.order_by(t.c[merged.key]).with_for_update(key_share=True)
+    return query
+
+
+@cache
+def _insert_new_statement(merged: _Merged) -> ReturningInsert[Any]:
+    t, columns = merged.table, (merged.key, *merged.written_columns)
+    stmt = _insert_rows(t, columns).on_conflict_do_nothing(index_elements=[t.c[merged.key]])
+    return stmt.returning(t.c[merged.key])
+
+
+def _insert_new(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> set[int]:
+    """Insert these rows (merged from no row) where no row exists yet; returns the keys
+    inserted. A row another writer is inserting is waited for, and then left to it."""
+    if not rows:
+        return set()
+    given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in sorted(rows)]
+    return set(conn.execute(_insert_new_statement(merged), _given(given)).scalars())
 
 
 @cache
@@ -228,24 +290,32 @@ def _merged_upsert(merged: _Merged) -> Insert:
     )
 
 
-def _merge_stored(
-    conn: Connection,
+def _read_stored(
+    conn: Connection, merged: _Merged, keys: Sequence[int], *, lock: bool = False
+) -> dict[int, Row[Any]]:
+    """The stored rows of these keys (absent keys: no row yet); `lock`: locked until commit."""
+    if not keys:
+        return {}
+    rows = conn.execute(_stored_query(merged, lock), {"keys": list(keys)})
+    return {row[0]: row for row in rows}
+
+
+def _merge(
     merged: _Merged,
+    stored: Mapping[int, Row[Any]],
     candidates: Mapping[int, list[Candidate]],
     *,
     replace_ties: bool,
 ) -> dict[int, MergedRow]:
-    """Read the stored rows of these keys and merge the candidates in (nothing is written).
-    Returns every merged row by key; `written` tells which would change."""
-    if not candidates:
-        return {}
-    keys = sorted(candidates)
+    """Merge the candidates into the stored rows (nothing is written): every merged row by
+    key; `written` tells which would change."""
     spec = merged.spec
-    stored = {
-        row[merged.key]: spec.stored(row)
-        for row in conn.execute(_stored_query(merged), {"keys": keys}).mappings()
-    }
-    return {k: spec.merge(stored.get(k), candidates[k], replace_ties=replace_ties) for k in keys}
+    result = {}
+    for k in sorted(candidates):
+        row = stored.get(k)
+        before = None if row is None else spec.stored(row._mapping)
+        result[k] = spec.merge(before, candidates[k], replace_ties=replace_ties)
+    return result
 
 
 def _write_merged(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> None:
@@ -253,8 +323,41 @@ def _write_merged(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRo
         {merged.key: k, **merged.spec.columns_of(rows[k])} for k in sorted(rows) if rows[k].written
     ]
     if changed:
-        columns = (merged.key, *merged.written_columns)
-        conn.execute(_merged_upsert(merged), _columns(changed, columns))
+        conn.execute(_merged_upsert(merged), _given(changed))
+
+
+def _update_locked(
+    conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow], now: Mapping[int, Row[Any]]
+) -> None:
+    """Write the changed rows among `rows`, which this transaction has locked (`now`).
+
+    An UPDATE that sets a unique column (authors.sec_uid) takes the strongest row lock, which
+    waits for, and makes wait, every other writer's foreign-key check on the row (works and
+    snapshots pointing to an author): two writers would deadlock. So a unique column is set
+    only on the rows where it changes (Douyin never changes one: in practice, never)."""
+    changed = [k for k in sorted(rows) if rows[k].written]
+    missing = {k: rows[k] for k in changed if k not in now}  # no row to lock: cannot happen,
+    _write_merged(conn, merged, missing)  # as every late key exists; kept as a safe fallback
+    given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in changed if k in now]
+    if not given:
+        return
+    conn.execute(_update_statement(merged, merged.unique), _given(given))
+    moved = [g for g in given if any(g[c] != now[g[merged.key]]._mapping[c] for c in merged.unique)]
+    if moved:
+        conn.execute(_update_statement(merged, ()), _given(moved))
+
+
+@cache
+def _update_statement(merged: _Merged, leave: tuple[str, ...]) -> Any:
+    """UPDATE the table's written columns but `leave` from `_given` rows (FROM the rows)."""
+    t = merged.table
+    columns = [c for c in merged.written_columns if c not in leave]
+    given = _rows(t, (merged.key, *columns)).subquery("given")
+    return (
+        t.update()
+        .where(t.c[merged.key] == given.c[merged.key])
+        .values({c: given.c[c] for c in columns})
+    )
 
 
 def _group(items: Iterable[tuple[int, Candidate]]) -> dict[int, list[Candidate]]:
@@ -264,11 +367,11 @@ def _group(items: Iterable[tuple[int, Candidate]]) -> dict[int, list[Candidate]]
     return grouped
 
 
-_AUTHORS = _Merged(table(Author), "uid", AUTHORS, "authors")
-_MUSIC = _Merged(table(Music), "music_id", MUSIC, "music")
-_COLLECTIONS = _Merged(table(Collection), "mix_id", COLLECTIONS, "collections")
-_PLACES = _Merged(table(Place), "poi_id", PLACES, "places")
-_WORKS = _Merged(table(Work), "aweme_id", WORKS, "works")
+_AUTHORS = _Merged(table(Author), "uid", AUTHORS, unique=("sec_uid",))
+_MUSIC = _Merged(table(Music), "music_id", MUSIC)
+_COLLECTIONS = _Merged(table(Collection), "mix_id", COLLECTIONS)
+_PLACES = _Merged(table(Place), "poi_id", PLACES)
+_WORKS = _Merged(table(Work), "aweme_id", WORKS)
 _DIMENSIONS = (_AUTHORS, _MUSIC, _COLLECTIONS, _PLACES)  # the order they are written in
 
 
@@ -306,37 +409,53 @@ def load_works(
     ties = reprocess
     author_counts = _author_counts(works)
 
-    # An unlocked look tells which dimension rows this batch changes. A row it leaves alone
-    # needs no lock: the merge only moves facts forward, so what does not change the row as
+    # An unlocked look tells which dimension rows this batch changes. A row it leaves alone is
+    # never locked: the merge only moves facts forward, so what does not change the row as
     # read does not change any later state of it either.
-    changing = {
-        dim: [k for k, row in _merge_stored(conn, dim, cands, replace_ties=ties).items()
-              if row.written]
-        for dim, cands in dimensions.items()
-    }  # fmt: skip
-    author_keys = set(changing[_AUTHORS])
-    author_keys.update(r["key"] for r in _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts))
-    changing[_AUTHORS] = sorted(author_keys)
-    _lock(
-        conn, {dim.lock_class: keys for dim, keys in changing.items()} | {"works": work_candidates}
-    )
+    looked = {dim: _read_stored(conn, dim, sorted(cands)) for dim, cands in dimensions.items()}
+    first = {
+        dim: _merge(dim, looked[dim], cands, replace_ties=ties) for dim, cands in dimensions.items()
+    }
+    late = {
+        dim: {k for k, r in first[dim].items() if r.written and not r.inserted} for dim in first
+    }
+    late[_AUTHORS].update(r["key"] for r in _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts))
+    _lock(conn, {"works": work_candidates})
 
-    # Under the locks: merge again against the rows as they are now, and write.
-    for dim, keys in changing.items():
-        cands = dimensions[dim]
-        rows = _merge_stored(conn, dim, {k: cands[k] for k in keys}, replace_ties=ties)
-        _write_merged(conn, dim, rows)
+    # New dimension rows now (works point to them), as merged from no row. Where another
+    # writer's row got there first, the key joins the existing rows below.
+    new_authors: set[int] = set()
+    for dim in _DIMENSIONS:
+        new = {k: r for k, r in first[dim].items() if r.inserted}
+        added = _insert_new(conn, dim, new)
+        late[dim].update(set(new) - added)
+        late[dim].difference_update(added)  # ours until commit: written, nothing to lock
+        if dim is _AUTHORS:
+            new_authors = added
+
     _write_masters(conn, works)
-    merged = _merge_stored(conn, _WORKS, work_candidates, replace_ties=ties)
+    stored_works = _read_stored(conn, _WORKS, sorted(work_candidates))
+    merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties)
     _write_merged(conn, _WORKS, merged)
     _write_children(conn, merged)
 
     snapshots = _append_snapshots(conn, _WORK_STATS, _work_stats(works))
+    if not reprocess:  # reprocess reads the stored payloads: nothing new to keep
+        raw_writer.store(conn, works)
+
+    # Last, the existing rows the batch changes: locked (FOR NO KEY UPDATE, in key order) only
+    # from here to commit, so another writer of the same authors waits for this short tail,
+    # not for the whole batch. Merged again where another writer changed one since the look.
+    for dim in _DIMENSIONS:
+        keys = sorted(late[dim])
+        now = _read_stored(conn, dim, keys, lock=True)
+        moved = {k: dimensions[dim][k] for k in keys if now.get(k) != looked[dim].get(k)}
+        again = _merge(dim, now, moved, replace_ties=ties)
+        _update_locked(conn, dim, {k: again.get(k) or first[dim][k] for k in keys}, now)
+    author_keys = new_authors | late[_AUTHORS]
     _append_snapshots(
         conn, _AUTHOR_SNAPSHOTS, [r for r in author_counts if r["key"] in author_keys]
     )
-    if not reprocess:  # reprocess reads the stored payloads: nothing new to keep
-        raw_writer.store(conn, works)
     inserted = sum(1 for row in merged.values() if row.inserted)
     updated = sum(1 for row in merged.values() if row.written and not row.inserted)
     return LoadResult(inserted, updated, snapshots)
@@ -370,11 +489,12 @@ def _write_masters(conn: Connection, works: Sequence[FlatWork]) -> None:
         if new:
             conn.execute(
                 _HASHTAG_UPSERT,
-                {
-                    "name": new,
-                    "hashtag_id": [tags[n][0] for n in new],
-                    "first_seen_at": [tags[n][1] for n in new],
-                },
+                _given(
+                    [
+                        {"name": n, "hashtag_id": tags[n][0], "first_seen_at": tags[n][1]}
+                        for n in new
+                    ]
+                ),
             )
     categories = {c.category_id: c for w in works for c in w.categories or ()}
     if categories:
@@ -389,11 +509,12 @@ def _write_masters(conn: Connection, works: Sequence[FlatWork]) -> None:
         if new_ids:
             conn.execute(
                 _CATEGORY_UPSERT,
-                {
-                    "category_id": new_ids,
-                    "name": [categories[k].name for k in new_ids],
-                    "level": [categories[k].level for k in new_ids],
-                },
+                _given(
+                    [
+                        {"category_id": k, "name": categories[k].name, "level": categories[k].level}
+                        for k in new_ids
+                    ]
+                ),
             )
 
 
@@ -504,7 +625,8 @@ def _write_children(conn: Connection, merged: Mapping[int, MergedRow]) -> None:
                 continue
             for child, rows in _child_rows(name, row.values[name]).items():
                 ids, all_rows = pending.setdefault(child, ([], []))
-                ids.append(aweme_id)
+                if not row.inserted:  # a work new to the table has no children to replace
+                    ids.append(aweme_id)
                 all_rows.extend(rows)
     for child in sorted(pending, key=lambda t: t.name):
         ids, rows = pending[child]
@@ -518,20 +640,23 @@ def _sync_children(
     rows: Sequence[Mapping[str, Any]],
     second_key: str,
 ) -> None:
-    """Make the children of `aweme_ids` exactly `rows`, touching only rows that differ."""
+    """Make the children of `aweme_ids` exactly the `rows` they own, touching only rows that
+    differ; `rows` of other works are inserted."""
     rows = sorted(rows, key=lambda r: (r["aweme_id"], r[second_key]))
     delete, upsert = _children_statements(child, second_key)
-    conn.execute(
-        delete,
-        {
-            "keys": list(aweme_ids),
-            "keep_ids": [r["aweme_id"] for r in rows],
-            "keep_keys": [r[second_key] for r in rows],
-        },
-    )
+    if aweme_ids:
+        replaced = set(aweme_ids)
+        kept = [r for r in rows if r["aweme_id"] in replaced]
+        conn.execute(
+            delete,
+            {
+                "keys": list(aweme_ids),
+                "keep_ids": [r["aweme_id"] for r in kept],
+                "keep_keys": [r[second_key] for r in kept],
+            },
+        )
     if rows:
-        columns = [c.name for c in child.columns]
-        conn.execute(upsert, _columns(rows, columns))
+        conn.execute(upsert, _given(rows))
 
 
 @cache
@@ -641,8 +766,7 @@ def _append_snapshots(
     """Append the new snapshots of `rows` (`_new_snapshots`); returns how many were added."""
     added = _new_snapshots(conn, target, rows)
     if added:
-        columns = (target.key, "captured_at", *target.counts)
-        conn.execute(_snapshot_insert(target), _columns(added, columns))
+        conn.execute(_snapshot_insert(target), _given(added))
     return len(added)
 
 

@@ -110,6 +110,8 @@ class MergeSpec:
         """Fold `candidates` into `stored` (None: a new row). `changed` names the fields whose
         value or time moved; `inserted` is set for a new row."""
         ordered = sorted(candidates, key=lambda c: c.seen_at)
+        if stored is None and len(ordered) == 1:
+            return self._new(ordered[0])
         if stored is None:
             first = ordered[0].seen_at
             row = MergedRow({}, {}, first, first, inserted=True)
@@ -135,6 +137,15 @@ class MergeSpec:
                 row.last_seen_at = candidate.seen_at
                 row.changed.add("last_seen_at")
         return row
+
+    def _new(self, candidate: Candidate) -> MergedRow:
+        """A new row from one payload: what the general fold below gives, without its
+        comparisons (the common case of a first load)."""
+        at = candidate.seen_at
+        values = {f.name: v for f in self.fields if (v := candidate.values.get(f.name)) is not None}
+        return MergedRow(
+            values, dict.fromkeys(values, at), at, at, changed=set(values), inserted=True
+        )
 
     def columns_of(self, row: MergedRow) -> dict[str, Any]:
         """The row as table columns: content, first/last seen and `field_seen_at`."""
