@@ -4,8 +4,8 @@ Side by side in one run, order rotated between repeats, for each size N:
 
 - `ingest`: the real command in a subprocess (`python -m pipeline run links.txt --rate 100000
   --concurrency 64`) into a fresh database (`CREATE DATABASE … TEMPLATE` a migrated one);
-  works/s = N / (finished_at − started_at) of its run record (start-up excluded), CPU and peak
-  RSS of the process from `wait4`;
+  works/s = N / (finished_at − started_at) of its run record (start-up excluded), CPU of the
+  process from `wait4`, its own peak RSS (VmHWM) from `bench.ingest_probe`;
 - bare loops: 64 workers GET the same links from the same fake, then `json.loads` (or
   `orjson.loads`) the body. No flatten, no database: the ceiling of fetch + parse in Python.
 
@@ -122,9 +122,10 @@ def run_ingest(
         if counts.get("loaded") != n:
             raise RuntimeError(f"ingest did not load every work: {counts}")
         cpu = usage.ru_utime + usage.ru_stime
-        gc_s = json.loads(probe.read_text())["gc_s"]
+        probed = json.loads(probe.read_text())
         pg = None if pg_before is None or pg_after is None else (pg_after - pg_before) * 1000 / n
-        return IngestArm(n / seconds, cpu * 1000 / n, usage.ru_maxrss / 1024, gc_s / cpu, pg)
+        gc_share = probed["gc_s"] / cpu
+        return IngestArm(n / seconds, cpu * 1000 / n, probed["peak_rss_mb"], gc_share, pg)
     finally:
         engine.dispose()
         drop_database(server_url, RUN_DB)

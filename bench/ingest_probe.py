@@ -3,7 +3,8 @@
 
     python -m bench.ingest_probe [--default-gc] OUT.json -- run links.txt --database-url …
 
-Writes {"gc_s", "collections", "full_collections", "cpu_s"} to OUT.json when the command exits.
+Writes {"gc_s", "collections", "full_collections", "cpu_s", "peak_rss_mb"} to OUT.json when the
+command exits.
 `BENCH_GC_THRESHOLDS=50000,5,5` tries other thresholds than `pipeline.runtime.RUN_THRESHOLDS`.
 """
 
@@ -16,12 +17,23 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
 @contextlib.contextmanager
 def _untuned() -> Iterator[None]:
     yield
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not `ru_maxrss` from the parent's `wait4`: that
+    counts the parent's pages the child shared between fork and exec, so a big benchmark
+    process would set it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main() -> None:
@@ -57,6 +69,7 @@ def main() -> None:
         ingest(rest)
     finally:
         stats["cpu_s"] = time.process_time()
+        stats["peak_rss_mb"] = _peak_rss_mb()
         with open(out, "w") as f:
             json.dump(stats, f)
 
