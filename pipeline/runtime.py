@@ -5,8 +5,8 @@ thousand dicts, lists and strings, and up to two batches of them wait in the que
 them is in a reference cycle (reference counting frees them), yet with CPython's default
 thresholds (700, 10, 10) the cyclic collector ran a young collection every payload or so and a
 full pass over every live object, queued payloads included, every few seconds: 17.5% of the
-process's CPU in the audit of 2026-11-30 (20 full passes, 2.4 s, in a 5,000-link run), ~22% in
-`bench.end_to_end`'s probe (`gc.callbacks`).
+process's CPU in the audit of 2026-11-30 (20 full passes, 2.4 s, in a 5,000-link run), 27% in
+`bench.end_to_end`'s probe (`gc.callbacks`) once the loader had become cheaper.
 
 - `gc.freeze()` after start-up moves everything imported so far (modules, classes, SQLAlchemy
   metadata: ~100k objects) to a permanent generation that no collection walks again;
@@ -14,8 +14,8 @@ process's CPU in the audit of 2026-11-30 (20 full passes, 2.4 s, in a 5,000-link
   cycles a run does make (asyncio futures and tracebacks of finished requests) are still
   collected often enough that memory stays flat.
 
-Measured side by side (bench/README.md): the collector's share of CPU fell from ~22% to ~1-4%,
-and `ingest` got ~1.2x faster. The previous settings are restored when the block ends, so an
+Measured side by side at 5,000 links (bench/README.md): the collector's share of the process's
+CPU fell from 27% to 4% (2% at 20,000 links), CPU per work by 20%, works/s 1.09x. The previous settings are restored when the block ends, so an
 embedding program (or a test) is not left tuned; worker processes that live only for a run
 (`ingest reprocess`'s pool) call `settle_gc` for good.
 """
