@@ -15,9 +15,10 @@ process's CPU in the audit of 2026-11-30 (20 full passes, 2.4 s, in a 5,000-link
   collected often enough that memory stays flat.
 
 Measured side by side at 5,000 links (bench/README.md): the collector's share of the process's
-CPU fell from 27% to 4% (2% at 20,000 links), CPU per work by 20%, works/s 1.09x. The previous settings are restored when the block ends, so an
-embedding program (or a test) is not left tuned; worker processes that live only for a run
-(`ingest reprocess`'s pool) call `settle_gc` for good.
+CPU fell from 27% to 4% (2% at 20,000 links), CPU per work by 20%, works/s 1.09x. The previous
+settings are restored when the block ends, so an embedding program (or a test) is not left
+tuned; worker processes that live only for a run (`ingest reprocess`'s pool) call `settle_gc`
+for good.
 """
 
 from __future__ import annotations
