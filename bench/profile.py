@@ -10,7 +10,7 @@ One `ingest` of N links (the real command in a subprocess, against `bench.preren
    event-loop thread's wall time splits into idle in epoll / waiting for the GIL / running, and
    the writer thread's into waiting on PostgreSQL / running / idle.
 
-py-spy is a dev dependency (`pip install py-spy`); without it this benchmark says so and
+py-spy is a dev dependency (`make setup` installs it); without it this benchmark says so and
 returns nothing. It needs ptrace on its own child, which containers normally allow.
 
     python -m bench.profile --links 5000
