@@ -284,23 +284,28 @@ class _Pool:
                 args = (self._url, first, last, batch_size, stale_only)
                 pending.add(pool.submit(_reprocess_range_in_worker, *args))
                 while len(pending) >= 2 * self.workers:
-                    pending = self._collect(pending)
+                    self._collect(pending)
             while pending:
-                pending = self._collect(pending)
+                self._collect(pending)
         finally:
-            # On an error or Ctrl-C: ranges not started are dropped, those running finish.
+            # On an error or Ctrl-C: ranges not started are dropped, those running finish and
+            # are counted (what the record says is what was committed).
             pool.shutdown(wait=True, cancel_futures=True)
+            for future in pending:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    _settle(future.result(), self.counts)
 
-    def _collect(self, pending: set[Future[RangeDone]]) -> set[Future[RangeDone]]:
+    def _collect(self, pending: set[Future[RangeDone]]) -> None:
+        """Count the ranges done (taken out of `pending`), beating the heartbeat meanwhile."""
         timeout = HEARTBEAT_INTERVAL.total_seconds()
-        done, left = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
         for future in done:
+            pending.discard(future)
             _settle(future.result(), self.counts)  # a worker's error is raised here
-        if time.monotonic() - self._beaten >= timeout or not left:
+        if time.monotonic() - self._beaten >= timeout or not pending:
             with self.engine.begin() as conn:
                 beat(conn, self.run_id)
             self._beaten = time.monotonic()
-        return left
 
 
 def _reprocess_range_in_worker(
