@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -32,12 +33,15 @@ class Result:
 
     bench: str
     comparison: str
-    ratio: float
+    ratio: float | None  # None: an absolute figure, no comparison
     detail: str
 
     def line(self) -> str:
-        ratio = f"{self.ratio:.2f}" if self.ratio < 10 else f"{self.ratio:.1f}"
-        return f"{self.bench:<14} {self.comparison:<58} {ratio:>9}x  {self.detail}"
+        if self.ratio is None:
+            ratio = "-"
+        else:
+            ratio = f"{self.ratio:.2f}x" if self.ratio < 10 else f"{self.ratio:.1f}x"
+        return f"{self.bench:<14} {self.comparison:<64} {ratio:>8}  {self.detail}"
 
 
 @contextlib.contextmanager
@@ -92,6 +96,28 @@ def drop_database(server_url: str, name: str) -> None:
         admin.dispose()
 
 
+def postgres_cpu_s(server_url: str) -> float | None:
+    """CPU seconds the embedded server behind `server_url` has used so far: the postmaster, its
+    live backends, and the exited ones (the postmaster's children counters). None for a server
+    that is not a local process found by its socket directory."""
+    host = make_url(server_url).query.get("host")
+    if not isinstance(host, str):
+        return None
+    for proc in psutil.process_iter(["cmdline"]):
+        if host in (proc.info["cmdline"] or []) and "-D" in proc.info["cmdline"]:
+            try:
+                own = proc.cpu_times()
+                total = own.user + own.system + own.children_user + own.children_system
+                for child in proc.children():
+                    with contextlib.suppress(psutil.Error):
+                        times = child.cpu_times()
+                        total += times.user + times.system
+            except psutil.Error:
+                return None
+            return total
+    return None
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     """(seconds, result) of one call."""
     start = time.perf_counter()
@@ -110,7 +136,7 @@ def fmt_s(seconds: float) -> str:
 def print_results(results: Sequence[Result]) -> None:
     print()
     head = "comparison (median of runs, side by side)"
-    print(f"{'benchmark':<14} {head:<58} {'ratio':>10}  absolute")
+    print(f"{'benchmark':<14} {head:<64} {'ratio':>8}  absolute")
     print("-" * 120)
     for r in results:
         print(r.line())

@@ -1,15 +1,42 @@
 """Run every benchmark with modest defaults on one throwaway PostgreSQL, then print one table.
 
-python -m bench.run_all            # or: make bench   (about 1.5 minutes on 2 cores)
+python -m bench.run_all            # or: make bench   (about 8 minutes on 2 cores)
+
+Bigger sizes are options of each benchmark (see bench/README.md), e.g. peak RSS at 200,000
+links: `python -m bench.end_to_end --links 20000 200000 --repeat 1 --no-bare --gc-arm 0`.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
-from bench import fetch_rate, load_throughput, refresh_due, refresh_workers
+from bench import (
+    end_to_end,
+    fetch_rate,
+    load_throughput,
+    load_vs_copy,
+    offload,
+    profile,
+    refresh_due,
+    refresh_workers,
+    reprocess_speed,
+)
 from bench.common import Result, pg_server, print_results
+
+RUNS: tuple[tuple[str, Callable[[list[str]], list[Result]], list[str]], ...] = (
+    ("refresh_due", refresh_due.main, ["--works", "1000000", "--repeat", "3"]),
+    ("load_throughput", load_throughput.main, ["--works", "600", "--repeat", "3"]),
+    ("load_vs_copy", load_vs_copy.main, ["--works", "2000", "--repeat", "3"]),
+    ("fetch_rate", fetch_rate.main, ["--rate", "20", "--works", "80"]),
+    ("end_to_end", end_to_end.main, ["--links", "5000", "--repeat", "3"]),
+    ("end_to_end", end_to_end.main, ["--links", "20000", "--repeat", "1", "--gc-arm", "0"]),
+    ("reprocess_speed", reprocess_speed.main, ["--works", "10000", "--repeat", "3"]),
+    ("offload", offload.main, ["--works", "1000"]),
+    ("profile", profile.main, ["--links", "5000"]),
+    ("refresh_workers", refresh_workers.main, ["--works", "1500", "--repeat", "1"]),
+)
 
 
 def main() -> None:
@@ -19,12 +46,7 @@ def main() -> None:
         # Every benchmark honours BENCH_DATABASE_URL, so they all share this one server.
         os.environ["BENCH_DATABASE_URL"] = server_url
         try:
-            for title, run, argv in (
-                ("refresh_due", refresh_due.main, ["--works", "1000000", "--repeat", "3"]),
-                ("load_throughput", load_throughput.main, ["--works", "600", "--repeat", "3"]),
-                ("fetch_rate", fetch_rate.main, ["--rate", "20", "--works", "80"]),
-                ("refresh_workers", refresh_workers.main, ["--works", "1500", "--repeat", "1"]),
-            ):
+            for title, run, argv in RUNS:
                 print(f"\n=== bench.{title} {' '.join(argv)}", flush=True)
                 results += run(argv)
         finally:

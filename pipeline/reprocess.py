@@ -3,45 +3,97 @@ flattener improved, or as the repair step of a migration).
 
 Only content is rebuilt: work state (gone, schedule, check times) is never touched, and facts
 the stored payloads no longer carry are kept (the loader never writes "unknown" over a value).
+`raw_payloads` is read, never rewritten: the only write to it is `loader_version` on rows an
+older flattener loaded (the payloads themselves are not touched, not even re-sent).
+
+At read speed, on every core:
+
+    this process: a server-side cursor over the ids cuts them into ranges of 2,000
+    └► pool (one process per core), per range: stream its payloads as JSON text (server-side
+       cursor, `batch_size` rows at a time) ──► orjson + flatten ──► merge, one transaction
+       per batch ──► counts back to this process, which keeps the heartbeat and the record
+
+- payloads are read as JSONB text and decoded with orjson (`json` for what orjson refuses,
+  e.g. integers beyond 64 bits): psycopg's JSONB loader runs `json.loads`, ~70 µs for a 27 KB
+  payload against ~48 µs for orjson plus that check;
+- decoding, flatten and the merge's Python side are CPU work under one interpreter lock, so
+  they run in processes, not threads; each process merges what it flattened, because sending
+  the flattened rows back to one merging process costs it almost as much to unpickle
+  (~0.25 ms per work, measured) as decoding and flattening them (~0.35 ms);
+- memory is bounded by the batches in flight (a few per process), whatever the table holds;
+- a crash keeps the batches already committed; Ctrl-C stops after the ranges in flight.
+A small run (under two ranges per process) works in this process: a pool would cost more.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import multiprocessing
+import os
+import signal
+import time
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, func, select, update
+import orjson
+from sqlalchemy import Connection, Engine, Select, Table, Text, cast, func, select, update
 
+from pipeline.db.engine import make_db_engine
 from pipeline.db.load import load_works, table
 from pipeline.db.models import RawPayload
-from pipeline.db.payloads import LOADER_VERSION, stored_payloads
-from pipeline.db.runs import beat, finish_run, start_run
+from pipeline.db.payloads import LOADER_VERSION
+from pipeline.db.runs import HEARTBEAT_INTERVAL, beat, finish_run, start_run
 from pipeline.db.tracking import RunStatus
 from pipeline.flatten import FlatWork, NotAWork, flatten
+from pipeline.runtime import settle_gc
 
 log = logging.getLogger(__name__)
 
+# Payloads per range handed to a worker process: big enough that connecting is noise, small
+# enough that the processes stay evenly busy and Ctrl-C waits seconds, not minutes.
+RANGE_SIZE = 2_000
 
-def reprocess(engine: Engine, batch_size: int = 500, *, stale_only: bool = False) -> Counter[str]:
+# (aweme_id, fetched_at, payload, complete_fetched_at, complete_payload), payloads as JSON text.
+StoredRow = tuple[int, datetime, str, datetime | None, str | None]
+# What a range did: its counts, and (aweme_id, reason) of each payload that is not a work.
+RangeDone = tuple[Counter[str], list[tuple[int, str]]]
+
+
+def reprocess(
+    engine: Engine,
+    batch_size: int = 500,
+    *,
+    stale_only: bool = False,
+    workers: int | None = None,
+    range_size: int = RANGE_SIZE,
+) -> Counter[str]:
     """Flatten every stored payload again (`stale_only`: those loaded by an older flattener)
-    and merge it in; one transaction per batch, keyset paged, so memory stays bounded and a
-    crash keeps the batches already done."""
+    and merge it in; one transaction per batch, so a crash keeps the batches already done.
+    `workers`: processes (default: one per core), used when there are at least two ranges of
+    `range_size` payloads per process (starting one costs ~0.5 s of imports)."""
     counts: Counter[str] = Counter()
     with engine.begin() as conn:
         run_id = start_run(conn, "reprocess", {"batch_size": batch_size, "stale": stale_only})
     status: RunStatus = RunStatus.FAILED
     message: str | None = "stopped by an error"
     try:
-        after = -(2**63)
-        while True:
-            with engine.begin() as conn:
-                done, after = reprocess_batch(
-                    conn, after, batch_size, counts, stale_only=stale_only
-                )
-                beat(conn, run_id)  # a long reprocess is alive, not abandoned
-            if not done:
-                break
+        ranges = key_ranges(engine, range_size, stale_only=stale_only)
+        workers = workers or _cores()
+        if workers < 2 or len(ranges) < 2 * workers:  # a pool would cost more than it saves
+            for first, last in ranges:
+                done = reprocess_range(engine, first, last, batch_size, stale_only=stale_only)
+                _settle(done, counts)
+                with engine.begin() as conn:
+                    beat(conn, run_id)
+        else:
+            pool = _Pool(engine, run_id, workers, counts)
+            pool.run(ranges, batch_size, stale_only)
         status, message = RunStatus.SUCCEEDED, None
     except KeyboardInterrupt:
         status, message = RunStatus.INTERRUPTED, "interrupted"
@@ -67,35 +119,211 @@ def repair_stale_content(engine: Engine) -> int:
     return reprocess(engine, stale_only=True)["payloads"]
 
 
+def key_ranges(engine: Engine, size: int, *, stale_only: bool) -> list[tuple[int, int]]:
+    """(first, last) aweme_ids of consecutive ranges of `size` stored payloads, from a
+    server-side cursor over the primary key (only the boundaries are kept)."""
+    raw: Table = table(RawPayload)
+    ranges: list[tuple[int, int]] = []
+    query = _stored(select(raw.c.aweme_id), stale_only=stale_only)
+    with engine.connect() as conn:
+        streamed = conn.execution_options(stream_results=True, yield_per=size)
+        for part in streamed.execute(query).scalars().partitions(size):
+            ranges.append((part[0], part[-1]))
+    return ranges
+
+
+def reprocess_range(
+    engine: Engine, first: int, last: int, batch_size: int, *, stale_only: bool
+) -> RangeDone:
+    """Rebuild the content of the payloads with `first` <= aweme_id <= `last`: stream them
+    (server-side cursor, `batch_size` at a time), flatten, merge one batch per transaction."""
+    counts: Counter[str] = Counter()
+    not_works: list[tuple[int, str]] = []
+    query = _payloads().where(table(RawPayload).c.aweme_id.between(first, last))
+    with engine.connect() as reading:
+        streamed = reading.execution_options(stream_results=True, yield_per=batch_size)
+        for part in streamed.execute(_stored(query, stale_only=stale_only)).partitions():
+            batch: list[StoredRow] = [(r[0], r[1], r[2], r[3], r[4]) for r in part]
+            works = flatten_stored(batch, not_works)
+            with engine.begin() as conn:
+                merge_batch(conn, [row[0] for row in batch], works, counts)
+    return counts, not_works
+
+
 def reprocess_batch(
     conn: Connection, after: int, batch_size: int, counts: Counter[str], *, stale_only: bool
 ) -> tuple[int, int]:
-    """Rebuild the next `batch_size` payloads with aweme_id > `after`; returns how many were
-    read and the last id (the next `after`)."""
-    raw: Table = table(RawPayload)
-    query = select(raw).where(raw.c.aweme_id > after)
-    if stale_only:
-        query = query.where(raw.c.loader_version < LOADER_VERSION)
-    rows = conn.execute(query.order_by(raw.c.aweme_id).limit(batch_size)).mappings().all()
+    """Rebuild the next `batch_size` payloads with aweme_id > `after` in the caller's
+    transaction; returns how many were read and the last id (the next `after`). Payloads that
+    are not a work are counted and logged."""
+    query = _payloads().where(table(RawPayload).c.aweme_id > after)
+    rows = conn.execute(_stored(query, stale_only=stale_only).limit(batch_size)).all()
     if not rows:
         return 0, after
+    batch: list[StoredRow] = [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    not_works: list[tuple[int, str]] = []
+    works = flatten_stored(batch, not_works)
+    range_counts: Counter[str] = Counter()
+    merge_batch(conn, [row[0] for row in batch], works, range_counts)
+    _settle((range_counts, not_works), counts)
+    return len(batch), batch[-1][0]
+
+
+def _payloads() -> Select[Any]:
+    raw: Table = table(RawPayload)
+    return select(
+        raw.c.aweme_id,
+        raw.c.fetched_at,
+        cast(raw.c.payload, Text),
+        raw.c.complete_fetched_at,
+        cast(raw.c.complete_payload, Text),
+    )
+
+
+def _stored(query: Select[Any], *, stale_only: bool) -> Select[Any]:
+    raw: Table = table(RawPayload)
+    if stale_only:
+        query = query.where(raw.c.loader_version < LOADER_VERSION)
+    return query.order_by(raw.c.aweme_id)
+
+
+def flatten_stored(batch: Sequence[StoredRow], not_works: list[tuple[int, str]]) -> list[FlatWork]:
+    """Decode and flatten the payloads of a batch, oldest first per work; payloads that are not
+    a work are added to `not_works`."""
     works: list[FlatWork] = []
-    for row in rows:
-        for fetched_at, payload in stored_payloads(row):
+    for aweme_id, fetched_at, payload, complete_at, complete in batch:
+        stored = [(fetched_at, payload)]
+        if complete is not None and complete_at is not None:
+            stored.insert(0, (complete_at, complete))
+        for at, text in stored:
             try:
-                works.append(flatten(payload, fetched_at))
+                work = flatten(decode(text), at)
             except NotAWork as exc:
-                counts["not_a_work"] += 1
-                log.warning("raw payload %s is not a work: %s", row["aweme_id"], exc)
+                not_works.append((aweme_id, str(exc)))
+                continue
+            # `raw` is for raw_payloads, which reprocess never writes: the decoded payload is
+            # let go now instead of living until the batch is merged.
+            works.append(replace(work, raw={}))
+    return works
+
+
+def decode(text: str) -> Any:
+    """JSON text from PostgreSQL to Python values, exactly as `json.loads` reads it (which is
+    what psycopg uses for JSONB), at orjson's speed. orjson refuses some documents `json`
+    reads (nesting deeper than 1024) and reads integers beyond 64 bits as floats: those go
+    through `json` (a float outside the 64-bit range is the sign; real payloads have none)."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    return json.loads(text) if _huge_float(doc) else doc
+
+
+_FLOAT_LOW, _FLOAT_HIGH = -(2.0**63), 2.0**64
+
+
+def _huge_float(node: Any) -> bool:
+    """Whether a float outside the 64-bit integer range is anywhere in the document (a walk
+    by exact type: a decoded document holds only dict, list, str, int, float, bool, None)."""
+    if type(node) is not dict and type(node) is not list:
+        return type(node) is float and not _FLOAT_LOW < node < _FLOAT_HIGH
+    stack = [node]
+    while stack:
+        container = stack.pop()
+        for child in container.values() if type(container) is dict else container:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append(child)
+            elif kind is float and not _FLOAT_LOW < child < _FLOAT_HIGH:
+                return True
+    return False
+
+
+def merge_batch(
+    conn: Connection, ids: Sequence[int], works: Sequence[FlatWork], counts: Counter[str]
+) -> None:
+    """Merge one batch's works and mark its payloads as read by this flattener version."""
     result = load_works(conn, works, reprocess=True)
-    ids = [row["aweme_id"] for row in rows]
+    raw: Table = table(RawPayload)
     conn.execute(
         update(raw)
         .where(raw.c.aweme_id.in_(ids), raw.c.loader_version != LOADER_VERSION)
         .values(loader_version=LOADER_VERSION)
     )
-    counts["payloads"] += len(rows)
+    counts["payloads"] += len(ids)
     counts["works_updated"] += result.works_updated
     counts["works_new"] += result.works_inserted
     counts["snapshots_added"] += result.snapshots_added
-    return len(rows), ids[-1]
+
+
+def _settle(done: RangeDone, counts: Counter[str]) -> None:
+    range_counts, not_works = done
+    counts.update(range_counts)
+    for aweme_id, reason in not_works:
+        counts["not_a_work"] += 1
+        log.warning("raw payload %s is not a work: %s", aweme_id, reason)
+
+
+class _Pool:
+    """The ranges spread over worker processes, two in flight per process; this process
+    collects their counts and keeps the run's heartbeat while they work."""
+
+    def __init__(self, engine: Engine, run_id: int, workers: int, counts: Counter[str]) -> None:
+        self.engine, self.run_id, self.workers, self.counts = engine, run_id, workers, counts
+        # Handed to the workers (they connect on their own); never logged.
+        self._url = engine.url.render_as_string(hide_password=False)
+        self._beaten = time.monotonic()
+
+    def run(self, ranges: Sequence[tuple[int, int]], batch_size: int, stale_only: bool) -> None:
+        # spawn, not fork: this process holds database connections.
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker)
+        pending: set[Future[RangeDone]] = set()
+        try:
+            for first, last in ranges:
+                args = (self._url, first, last, batch_size, stale_only)
+                pending.add(pool.submit(_reprocess_range_in_worker, *args))
+                while len(pending) >= 2 * self.workers:
+                    self._collect(pending)
+            while pending:
+                self._collect(pending)
+        finally:
+            # On an error or Ctrl-C: ranges not started are dropped, those running finish and
+            # are counted (what the record says is what was committed).
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future in pending:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    _settle(future.result(), self.counts)
+
+    def _collect(self, pending: set[Future[RangeDone]]) -> None:
+        """Count the ranges done (taken out of `pending`), beating the heartbeat meanwhile."""
+        timeout = HEARTBEAT_INTERVAL.total_seconds()
+        done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            pending.discard(future)
+            _settle(future.result(), self.counts)  # a worker's error is raised here
+        if time.monotonic() - self._beaten >= timeout or not pending:
+            with self.engine.begin() as conn:
+                beat(conn, self.run_id)
+            self._beaten = time.monotonic()
+
+
+def _reprocess_range_in_worker(
+    url: str, first: int, last: int, batch_size: int, stale_only: bool
+) -> RangeDone:
+    engine = make_db_engine(url)
+    try:
+        return reprocess_range(engine, first, last, batch_size, stale_only=stale_only)
+    finally:
+        engine.dispose()
+
+
+def _start_worker() -> None:
+    # Ctrl-C reaches the whole process group: the parent handles it (closes the run record,
+    # lets the ranges in flight commit); a worker printing its own traceback would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settle_gc()  # the same collector settings as the parent's run (see pipeline.runtime)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

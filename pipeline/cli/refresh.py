@@ -22,6 +22,7 @@ from pipeline.cli.options import (
 )
 from pipeline.config import FetchSettings
 from pipeline.progress import make_reporter, output_console
+from pipeline.runtime import steady_gc
 
 
 @click.command("refresh", short_help="Re-fetch known works that are due (cron).")
@@ -114,5 +115,6 @@ def refresh_command(
             raise SystemExit(EXIT_OK)
         with make_reporter(settings.progress, total="due") as reporter:
             job = RefreshJob(settings, db.engine, reporter, options)
-            summary = asyncio.run(job.run())
+            with steady_gc():
+                summary = asyncio.run(job.run())
     raise SystemExit(finish("refresh", summary, settings, output))

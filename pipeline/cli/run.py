@@ -25,6 +25,7 @@ from pipeline.config import FetchSettings
 from pipeline.errors import UsageError
 from pipeline.ingest import STDIN, IngestJob, InputSource, dry_run_counts
 from pipeline.progress import make_reporter, output_console, summary_table
+from pipeline.runtime import steady_gc
 
 
 def open_inputs(files: Sequence[str], stack: contextlib.ExitStack) -> list[InputSource]:
@@ -103,7 +104,8 @@ def run_command(
             raise SystemExit(code)
         with open_database(settings) as db, make_reporter(settings.progress) as reporter:
             job = IngestJob(settings, db.engine, reporter, sources)
-            summary = asyncio.run(job.run())
+            with steady_gc():
+                summary = asyncio.run(job.run())
     raise SystemExit(finish("ingest", summary, settings, output))
 
 
@@ -125,7 +127,7 @@ def reprocess_command(
     from pipeline.reprocess import reprocess
 
     setup_logging(output)
-    with open_database(database) as db:
+    with open_database(database) as db, steady_gc():
         counts = reprocess(db.engine, batch_size, stale_only=stale)
     if output.json:
         print_json({"command": "reprocess", "exit_code": EXIT_OK, "counts": dict(counts)})
