@@ -193,9 +193,9 @@ def gone_other_work(ctx: Context) -> bytes:
     return dumps({"code": 0, "message": "success", "data": gone}).encode()
 
 
-def huge_parts(ctx: Context, size: int, padding: Callable[[int], bytes]) -> tuple[bytes, ...]:
-    """(prefix, padding, suffix): the work with its desc padded to `size` bytes in all."""
+def huge_parts(ctx: Context) -> tuple[bytes, bytes]:
+    """(prefix, suffix): the work's body around its desc, which the caller pads to any size."""
     raw = data(ctx)
     raw["aweme_detail"]["desc"] = MARK
     prefix, suffix = dumps(envelope(ctx, raw)).encode().split(MARK.encode())
-    return prefix, padding(size - len(prefix) - len(suffix)), suffix
+    return prefix, suffix
