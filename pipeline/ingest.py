@@ -32,8 +32,6 @@ from pipeline.db.claims import (
     DEFAULT_LEASE,
     claim_links,
     drop_stale,
-    release_claims,
-    renew_claims,
     settle_links,
 )
 from pipeline.db.runs import (
@@ -46,7 +44,7 @@ from pipeline.db.runs import (
 from pipeline.db.tracking import LinkOutcome
 from pipeline.input_files import iter_input_lines
 from pipeline.inputs import Deduplicator, InputLine, ShareLink
-from pipeline.run import FetchJob, JobOptions, Reporter, RunSummary
+from pipeline.run import ClaimingJob, JobOptions, Reporter
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,7 @@ def _invalid_key(where: str, position: int, text: str) -> str:
     return "invalid:" + hashlib.sha256(key).hexdigest()[:32]
 
 
-class IngestJob(FetchJob):
+class IngestJob(ClaimingJob):
     """One `ingest FILE…` run: `await IngestJob(settings, engine, reporter, sources).run()`."""
 
     kind = "ingest"
@@ -92,17 +90,6 @@ class IngestJob(FetchJob):
         self.sources = sources
         self.lease = lease
         self._held_elsewhere: list[tuple[ShareLink, str]] = []  # claimed by another process
-
-    async def run(self) -> RunSummary:
-        try:
-            return await super().run()
-        finally:
-            await release_claims(self.engine, self.run_id)
-
-    async def _heartbeat(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(super()._heartbeat())
-            tasks.create_task(renew_claims(self.engine, self.run_id, self.lease))
 
     async def _produce(self) -> None:
         await self._db("claims cleanup", lambda: self._in_transaction(drop_stale))

@@ -33,8 +33,6 @@ from pipeline.db.claims import (
     LIVE_CLAIM_SQL,
     claim_works,
     drop_stale,
-    release_claims,
-    renew_claims,
     settle_works,
 )
 from pipeline.db.runs import abandon_dead_runs
@@ -42,7 +40,7 @@ from pipeline.db.state import mark_gone, reschedule
 from pipeline.db.tracking import LinkOutcome
 from pipeline.errors import AlreadyRunning
 from pipeline.inputs import ShareLink, canonical_link
-from pipeline.run import FetchJob, JobOptions, Reporter, RunSummary, gone_works, utc_now
+from pipeline.run import ClaimingJob, JobOptions, Reporter, gone_works, utc_now
 from pipeline.schedule import RETRY_FAILED_AFTER
 
 # pg_advisory_lock key: any constant unique to this job.
@@ -172,7 +170,7 @@ def refresh_lock(engine: Engine, *, exclusive: bool = False) -> Iterator[Connect
                 conn.commit()
 
 
-class RefreshJob(FetchJob):
+class RefreshJob(ClaimingJob):
     kind = "refresh"
 
     def __init__(
@@ -185,20 +183,10 @@ class RefreshJob(FetchJob):
     ) -> None:
         super().__init__(settings, engine, reporter, **job_options)
         self.options = options
+        self.lease = options.lease
         # A page a little larger than the fetch queue: claims are not held much longer
         # than it takes to fetch them, so a dead worker strands little work.
         self._page = max(8, min(_PAGE, settings.fetch.total_concurrency * 4))
-
-    async def run(self) -> RunSummary:
-        try:
-            return await super().run()
-        finally:
-            await release_claims(self.engine, self.run_id)
-
-    async def _heartbeat(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(super()._heartbeat())
-            tasks.create_task(renew_claims(self.engine, self.run_id, self.options.lease))
 
     async def _produce(self) -> None:
         as_of = self.now()

@@ -36,7 +36,7 @@ import signal
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 
 from sqlalchemy import Connection, Engine
@@ -44,6 +44,7 @@ from sqlalchemy import Connection, Engine
 from pipeline.batches import SKIPS, BatchCommitter, LoadWorks, describe
 from pipeline.batches import FetchedLink as FetchedLink  # re-exported: outcome_record's type
 from pipeline.config import Settings, UpstreamService
+from pipeline.db.claims import release_claims, renew_claims
 from pipeline.db.load import load_works
 from pipeline.db.outage import DatabaseUnavailable, OutageGuard, first_line
 from pipeline.db.runs import (
@@ -580,6 +581,25 @@ class FetchJob:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+class ClaimingJob(FetchJob):
+    """A job that claims what it fetches (`pipeline.db.claims`), so that processes on other
+    hosts skip it: its leases are renewed while it lives, and what it still holds when it ends,
+    however it ends, is released for the others."""
+
+    lease: timedelta
+
+    async def run(self) -> RunSummary:
+        try:
+            return await super().run()
+        finally:
+            await release_claims(self.engine, self.run_id)
+
+    async def _heartbeat(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(super()._heartbeat())
+            tasks.create_task(renew_claims(self.engine, self.run_id, self.lease))
 
 
 def _root_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import TypedDict, Unpack
 
 Clock = Callable[[], float]
 # A server counts our requests when they arrive, not when we start them; this much extra
@@ -27,14 +28,26 @@ DEFAULT_RATE_MARGIN_S = 0.05
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class RateLimiter:
-    """`async with limiter:` (or `await limiter.acquire()`) before starting each request.
+class LimiterOptions(TypedDict, total=False):
+    """The keyword options of `AdaptiveRate` (and so of every limiter)."""
+
+    margin_s: float
+    min_rate: float
+    decrease_factor: float
+    recover_after: int
+    recover_step: float
+    clock: Clock
+    sleep: Sleep
+
+
+class AdaptiveRate:
+    """What every limiter shares, wherever its log of starts lives: the configured rate, the
+    effective rate after 429s, the local pause, and `async with limiter:`.
 
     Adaptive: `slow_down()` (on a 429) halves the effective rate down to `min_rate`;
     every `recover_after` calls to `success()` add `recover_step` x the configured rate back,
-    never above it. `pause(s)` holds every waiter until `now + s` (a shared Retry-After).
-    `margin_s` widens each window a little, so network jitter between our clock and the
-    server's cannot squeeze k+1 of our starts into one of its windows.
+    never above it. `margin_s` widens each window a little, so network jitter between our
+    clock and the server's cannot squeeze k+1 of our starts into one of its windows.
     """
 
     def __init__(
@@ -60,7 +73,6 @@ class RateLimiter:
         self._recover_step = recover_step
         self._clock = clock
         self._sleep = sleep
-        self._starts: deque[float] = deque(maxlen=self._capacity(self.configured_rate))
         self._paused_until = -math.inf
         self._successes = 0
         self._slowed_at = -math.inf
@@ -80,10 +92,62 @@ class RateLimiter:
     def paused_until(self) -> float:
         return self._paused_until
 
+    def _window_s(self) -> tuple[int, float]:
+        """(k, window): no `window` seconds may hold more than `k` starts at the rate now."""
+        k = self._capacity(self._rate)
+        return k, max(1.0, k / self._rate) + self._margin_s
+
+    async def acquire(self) -> float:
+        """Wait for a turn; returns the start time recorded (pass it to `slow_down`)."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> float:
+        return await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def slow_down(self, started_at: float | None = None) -> bool:
+        """Lower the effective rate after a 429; returns whether it changed.
+
+        Requests already in flight when the rate was last lowered answer 429 for the same
+        congestion, so a 429 for a request started before that (`started_at`) is not counted
+        again; otherwise eight concurrent 429s would cut the rate by 2**8.
+        """
+        if started_at is not None and started_at <= self._slowed_at:
+            return False
+        self._slowed_at = self._clock()
+        self._rate = max(self.min_rate, self._rate * self._decrease_factor)
+        self._successes = 0
+        return True
+
+    def success(self) -> None:
+        if self._rate >= self.configured_rate:
+            return
+        self._successes += 1
+        if self._successes >= self._recover_after:
+            self._successes = 0
+            step = self._recover_step * self.configured_rate
+            self._rate = min(self.configured_rate, self._rate + step)
+
+
+class RateLimiter(AdaptiveRate):
+    """`async with limiter:` (or `await limiter.acquire()`) before starting each request: the
+    log of the latest starts is kept in this process. `pause(s)` holds every waiter until
+    `now + s` (a shared Retry-After)."""
+
+    def __init__(self, rate: float, **options: Unpack[LimiterOptions]) -> None:
+        super().__init__(rate, **options)
+        self._starts: deque[float] = deque(maxlen=self._capacity(self.configured_rate))
+
     def _next_start(self) -> float:
         """Earliest clock time at which one more start keeps the guarantee."""
-        k = self._capacity(self._rate)
-        window = max(1.0, k / self._rate) + self._margin_s
+        k, window = self._window_s()
         earliest = self._paused_until
         if len(self._starts) >= k:
             earliest = max(earliest, self._starts[-k] + window)
@@ -99,17 +163,6 @@ class RateLimiter:
                     self._starts.append(now)
                     return now
                 await self._sleep(wait)
-
-    async def __aenter__(self) -> float:
-        return await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     def restamp(self, granted: float) -> float:
         """The request granted a turn at `granted` starts only now (the event loop ran other
@@ -138,26 +191,3 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         """Hold every request start until `seconds` from now (extends, never shortens)."""
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
-
-    def slow_down(self, started_at: float | None = None) -> bool:
-        """Lower the effective rate after a 429; returns whether it changed.
-
-        Requests already in flight when the rate was last lowered answer 429 for the same
-        congestion, so a 429 for a request started before that (`started_at`) is not counted
-        again; otherwise eight concurrent 429s would cut the rate by 2**8.
-        """
-        if started_at is not None and started_at <= self._slowed_at:
-            return False
-        self._slowed_at = self._clock()
-        self._rate = max(self.min_rate, self._rate * self._decrease_factor)
-        self._successes = 0
-        return True
-
-    def success(self) -> None:
-        if self._rate >= self.configured_rate:
-            return
-        self._successes += 1
-        if self._successes >= self._recover_after:
-            self._successes = 0
-            step = self._recover_step * self.configured_rate
-            self._rate = min(self.configured_rate, self._rate + step)

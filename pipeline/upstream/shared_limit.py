@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 from datetime import timedelta
-from types import TracebackType
+from typing import Unpack
 
 from sqlalchemy import Engine, text
 
 from pipeline.db.outage import first_line
-from pipeline.upstream.ratelimit import Clock, Sleep
+from pipeline.upstream.ratelimit import AdaptiveRate, LimiterOptions
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +71,7 @@ _PAUSE = text(
 )
 
 
-class SharedRateLimiter:
+class SharedRateLimiter(AdaptiveRate):
     """`async with limiter:` (or `await limiter.acquire()`) before starting each request; the
     turn is taken in PostgreSQL (`engine`), in the row `name` of `upstream_limits`."""
 
@@ -82,49 +80,20 @@ class SharedRateLimiter:
         engine: Engine,
         name: str,
         rate: float,
-        *,
-        margin_s: float = DEFAULT_SHARED_MARGIN_S,
-        min_rate: float = 0.1,
-        decrease_factor: float = 0.5,
-        recover_after: int = 10,
-        recover_step: float = 0.1,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
+        **options: Unpack[LimiterOptions],
     ) -> None:
-        if not rate > 0 or math.isinf(rate):
-            raise ValueError("rate must be a positive number of requests per second")
+        options.setdefault("margin_s", DEFAULT_SHARED_MARGIN_S)
+        super().__init__(rate, **options)
         self.engine = engine
         self.name = name
-        self.configured_rate = float(rate)
-        self.min_rate = min(min_rate, self.configured_rate)
-        self._rate = self.configured_rate
-        self._margin_s = margin_s
-        self._decrease_factor = decrease_factor
-        self._recover_after = recover_after
-        self._recover_step = recover_step
-        self._clock = clock
-        self._sleep = sleep
-        self._keep = max(1, math.floor(self.configured_rate))
-        self._paused_until = -math.inf
-        self._successes = 0
-        self._slowed_at = -math.inf
+        self._keep = self._capacity(self.configured_rate)
         self._row_ready = False
-        self._lock = asyncio.Lock()
         self._writes: set[asyncio.Future[None]] = set()
-
-    @property
-    def rate(self) -> float:
-        """The effective rate now (configured rate, lowered after 429s)."""
-        return self._rate
-
-    @property
-    def paused_until(self) -> float:
-        return self._paused_until
 
     def _try_turn(self) -> tuple[bool, float]:
         """One round trip: (granted, seconds to wait before asking again)."""
-        k = max(1, math.floor(self._rate))
-        window = timedelta(seconds=max(1.0, k / self._rate) + self._margin_s)
+        k, window_s = self._window_s()
+        window = timedelta(seconds=window_s)
         with self.engine.begin() as conn:
             if not self._row_ready:
                 conn.execute(_ENSURE_ROW, {"name": self.name})
@@ -154,17 +123,6 @@ class SharedRateLimiter:
                     return self._clock()
                 await self._sleep(min(_MAX_POLL_S, max(_MIN_POLL_S, wait)))
 
-    async def __aenter__(self) -> float:
-        return await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
     def pause(self, seconds: float) -> None:
         """Hold every request start until `seconds` from now (extends, never shortens): here at
         once, in the other processes from the moment the row is written."""
@@ -184,21 +142,3 @@ class SharedRateLimiter:
                 conn.execute(_PAUSE, {"name": self.name, "s": timedelta(seconds=seconds)})
         except Exception as exc:  # the local pause holds; the others learn of it by a 429
             log.debug("shared pause of %s not written: %s", self.name, first_line(exc))
-
-    def slow_down(self, started_at: float | None = None) -> bool:
-        """Lower this process's effective rate after a 429 (see RateLimiter.slow_down)."""
-        if started_at is not None and started_at <= self._slowed_at:
-            return False
-        self._slowed_at = self._clock()
-        self._rate = max(self.min_rate, self._rate * self._decrease_factor)
-        self._successes = 0
-        return True
-
-    def success(self) -> None:
-        if self._rate >= self.configured_rate:
-            return
-        self._successes += 1
-        if self._successes >= self._recover_after:
-            self._successes = 0
-            step = self._recover_step * self.configured_rate
-            self._rate = min(self.configured_rate, self._rate + step)
