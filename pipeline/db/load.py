@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any, cast
@@ -165,16 +165,17 @@ def _work_values(w: FlatWork) -> Mapping[str, Any]:
 # --- children: the value of a children field is what its child tables hold ---------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: hashed by identity (one instance per table)
 class _ChildTable:
     """A table of a work's children. A row is `columns` (all but aweme_id, in table order: the
     first one is the second key column) as a tuple."""
 
     table: Table
+    columns: tuple[str, ...] = field(init=False)
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.table.columns if c.name != "aweme_id")
+    def __post_init__(self) -> None:
+        columns = tuple(c.name for c in self.table.columns if c.name != "aweme_id")
+        object.__setattr__(self, "columns", columns)
 
 
 # Per children field, its tables; its value is one tuple of rows (in key order) per table.
@@ -463,7 +464,11 @@ def load_works(
     late = {
         dim: {k for k, r in first[dim].items() if r.written and not r.inserted} for dim in first
     }
-    late[_AUTHORS].update(r["key"] for r in _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts))
+    # An author with no row has no snapshot (author_snapshots refers to authors): not looked up.
+    # (If another writer adds the author meanwhile, the key goes late below anyway.)
+    unseen = {k for k, r in first[_AUTHORS].items() if r.inserted}
+    changed = _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts, new=unseen)
+    late[_AUTHORS].update(r["key"] for r in changed)
     _lock(conn, {"works": work_candidates})
 
     # New dimension rows now (works point to them), as merged from no row. Where another
@@ -486,7 +491,9 @@ def load_works(
     _write_merged(conn, _WORKS, merged)
     _write_children(conn, merged)
 
-    snapshots = _append_snapshots(conn, _WORK_STATS, _work_stats(works))
+    # A work new to the table has no snapshot yet (work_stats refers to works): not looked up.
+    new_works = {k for k, row in merged.items() if row.inserted}
+    snapshots = _append_snapshots(conn, _WORK_STATS, _work_stats(works), new=new_works)
     if not reprocess:  # reprocess reads the stored payloads: nothing new to keep
         raw_writer.store(conn, works)
 
@@ -501,7 +508,10 @@ def load_works(
         _update_locked(conn, dim, {k: again.get(k) or first[dim][k] for k in keys}, now)
     author_keys = new_authors | late[_AUTHORS]
     _append_snapshots(
-        conn, _AUTHOR_SNAPSHOTS, [r for r in author_counts if r["key"] in author_keys]
+        conn,
+        _AUTHOR_SNAPSHOTS,
+        [r for r in author_counts if r["key"] in author_keys],
+        new=new_authors,  # inserted by this transaction: no snapshot yet
     )
     inserted = sum(1 for row in merged.values() if row.inserted)
     updated = sum(1 for row in merged.values() if row.written and not row.inserted)
@@ -756,15 +766,18 @@ _AUTHOR_SNAPSHOTS = _Snapshots(table(AuthorSnapshot), "uid")
 
 
 def _new_snapshots(
-    conn: Connection, target: _Snapshots, rows: Sequence[Mapping[str, Any]]
+    conn: Connection,
+    target: _Snapshots,
+    rows: Sequence[Mapping[str, Any]],
+    new: Iterable[int] = (),
 ) -> list[dict[str, Any]]:
     """The snapshots to append: per row newer than the latest stored one in which some known
     count differs from it. A count the payload does not carry (NULL) is no change: it neither
-    adds a row nor reads as a drop."""
+    adds a row nor reads as a drop. `new`: keys known to have no stored snapshot."""
     if not rows:
         return []
     key, counts = target.key, target.counts
-    latest = _latest_snapshots(conn, target, sorted({r["key"] for r in rows}))
+    latest = _latest_snapshots(conn, target, sorted({r["key"] for r in rows} - set(new)))
     added: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: (r["key"], r["captured_at"])):
         before = latest.get(row["key"])
@@ -787,10 +800,13 @@ def _snapshot_insert(target: _Snapshots) -> Insert:
 
 
 def _append_snapshots(
-    conn: Connection, target: _Snapshots, rows: Sequence[Mapping[str, Any]]
+    conn: Connection,
+    target: _Snapshots,
+    rows: Sequence[Mapping[str, Any]],
+    new: Iterable[int] = (),
 ) -> int:
     """Append the new snapshots of `rows` (`_new_snapshots`); returns how many were added."""
-    added = _new_snapshots(conn, target, rows)
+    added = _new_snapshots(conn, target, rows, new)
     if added:
         conn.execute(_snapshot_insert(target), _given(added))
     return len(added)
@@ -814,6 +830,8 @@ def _latest_query(target: _Snapshots) -> Select[Any]:
 def _latest_snapshots(
     conn: Connection, target: _Snapshots, keys: Sequence[int]
 ) -> dict[int, Mapping[Any, Any]]:
+    if not keys:
+        return {}
     return {
         row[target.key]: row
         for row in conn.execute(_latest_query(target), {"keys": list(keys)}).mappings()
