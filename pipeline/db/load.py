@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
+from operator import itemgetter
 from typing import Any, cast
 
 import orjson
@@ -172,10 +173,12 @@ class _ChildTable:
 
     table: Table
     columns: tuple[str, ...] = field(init=False)
+    keyed_columns: tuple[str, ...] = field(init=False)  # ("aweme_id", *columns)
 
     def __post_init__(self) -> None:
         columns = tuple(c.name for c in self.table.columns if c.name != "aweme_id")
         object.__setattr__(self, "columns", columns)
+        object.__setattr__(self, "keyed_columns", ("aweme_id", *columns))
 
 
 # Per children field, its tables; its value is one tuple of rows (in key order) per table.
@@ -187,8 +190,7 @@ _CHILD_TABLES = {
 _ChildRow = tuple[Any, ...]
 
 
-def _first(row: _ChildRow) -> Any:
-    return row[0]
+_first = itemgetter(0)
 
 
 def _in_key_order(rows: list[_ChildRow]) -> tuple[_ChildRow, ...]:
@@ -661,9 +663,8 @@ def _write_children(conn: Connection, merged: Mapping[int, MergedRow]) -> None:
                 ids, all_rows = pending.setdefault(child, ([], []))
                 if not row.inserted:  # a work new to the table has no children to replace
                     ids.append(aweme_id)
-                columns = child.columns
-                all_rows.extend({"aweme_id": aweme_id, **dict(zip(columns, r, strict=True))}
-                                for r in rows)  # fmt: skip
+                columns = child.keyed_columns
+                all_rows.extend(dict(zip(columns, (aweme_id, *r), strict=True)) for r in rows)
     for child in sorted(pending, key=lambda c: c.table.name):
         ids, rows = pending[child]
         _sync_children(conn, child.table, ids, rows, child.columns[0])
