@@ -4,7 +4,8 @@ replaced (`bench.reprocess_baseline`) and vs the first load of the same works.
 N generated works (`make_aweme_detail`, the real templates with varied ids, authors, hashtags)
 are loaded once with `load_works` in batches of 200 (timed: the first load); then, side by side
 on that database, order rotated between repeats, both reprocess implementations rebuild every
-table from `raw_payloads` (nothing changed, so nothing is written: read + flatten + merge).
+table from `raw_payloads` (nothing changed, so nothing is written: read + flatten + merge; a
+run that reports a `works` row updated stops the benchmark).
 
     python -m bench.reprocess_speed --works 5000 --repeat 3
 """
@@ -83,6 +84,8 @@ def run(server_url: str, n: int, repeat: int) -> list[Result]:
                 counts = arms[name]()
                 times[name].append(time.perf_counter() - start)
                 assert counts["payloads"] == stored, counts  # type: ignore[index]
+                # Nothing changed since the load: a reprocess that writes a row is a bug.
+                assert counts["works_updated"] == 0, counts  # type: ignore[index]
             print(
                 f"run {i + 1}: reprocess {n / times['reprocess'][-1]:,.0f} works/s, "
                 f"previous implementation {n / times['previous'][-1]:,.0f} works/s"

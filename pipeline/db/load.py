@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
+from operator import itemgetter
 from typing import Any, cast
 
 import orjson
@@ -118,7 +119,7 @@ _WORK_COLUMNS = (
     "is_ads", "is_top", "ip_label", "collection_id", "collection_episode", "poi_id",
     "is_delete", "is_prohibited", "is_private", "in_reviewing", "allow_share",
 )  # fmt: skip
-_CHILDREN = ("text_extra", "images", "video_tag")
+_CHILDREN = ("text_extra", "images", "video_tag")  # children fields: see _CHILD_TABLES
 
 AUTHORS = MergeSpec(scalar_fields(_AUTHOR_COLUMNS))
 MUSIC = MergeSpec(scalar_fields(_MUSIC_COLUMNS))
@@ -150,11 +151,50 @@ def _work_values(w: FlatWork) -> Mapping[str, Any]:
         values["created"] = (row.created_at, False)
     elif row.created_at_from_id is not None:
         values["created"] = (row.created_at_from_id, True)
-    hashtags_known = w.hashtags is not None and w.mentions is not None
-    values["text_extra"] = (w.hashtags, w.mentions) if hashtags_known else None
-    values["images"] = w.images
-    values["video_tag"] = w.categories
+    if w.hashtags is not None and w.mentions is not None:
+        hashtags = [(h.name, h.position, h.start, h.end) for h in w.hashtags]
+        mentions = [(m.position, m.uid, m.sec_uid, m.nickname, m.start, m.end) for m in w.mentions]
+        values["text_extra"] = (_in_key_order(hashtags), _in_key_order(mentions))
+    if w.images is not None:
+        values["images"] = (_in_key_order([(i.position, i.uri, i.width, i.height, i.url)
+                                           for i in w.images]),)  # fmt: skip
+    if w.categories is not None:
+        values["video_tag"] = (_in_key_order([(c.level, c.category_id) for c in w.categories]),)
     return values
+
+
+# --- children: the value of a children field is what its child tables hold ---------------------
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: hashed by identity (one instance per table)
+class _ChildTable:
+    """A table of a work's children. A row is `columns` (all but aweme_id, in table order: the
+    first one is the second key column) as a tuple."""
+
+    table: Table
+    columns: tuple[str, ...] = field(init=False)
+    keyed_columns: tuple[str, ...] = field(init=False)  # ("aweme_id", *columns)
+
+    def __post_init__(self) -> None:
+        columns = tuple(c.name for c in self.table.columns if c.name != "aweme_id")
+        object.__setattr__(self, "columns", columns)
+        object.__setattr__(self, "keyed_columns", ("aweme_id", *columns))
+
+
+# Per children field, its tables; its value is one tuple of rows (in key order) per table.
+_CHILD_TABLES = {
+    "text_extra": (_ChildTable(table(WorkHashtag)), _ChildTable(table(WorkMention))),
+    "images": (_ChildTable(table(WorkImage)),),
+    "video_tag": (_ChildTable(table(WorkCategory)),),
+}
+_ChildRow = tuple[Any, ...]
+
+
+_first = itemgetter(0)
+
+
+def _in_key_order(rows: list[_ChildRow]) -> tuple[_ChildRow, ...]:
+    return tuple(sorted(rows, key=_first))
 
 
 # --- locking and merging ----------------------------------------------------------------------
@@ -306,21 +346,28 @@ def _merge(
     candidates: Mapping[int, list[Candidate]],
     *,
     replace_ties: bool,
+    children: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> dict[int, MergedRow]:
     """Merge the candidates into the stored rows (nothing is written): every merged row by
-    key; `written` tells which would change."""
+    key; `written` tells which would change. `children`: stored children values read back."""
     spec = merged.spec
     result = {}
     for k in sorted(candidates):
         row = stored.get(k)
-        before = None if row is None else spec.stored(row._mapping)
+        known = children.get(k) if children else None
+        before = None if row is None else spec.stored(row._mapping, known)
         result[k] = spec.merge(before, candidates[k], replace_ties=replace_ties)
     return result
 
 
 def _write_merged(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> None:
+    """Upsert the rows whose own columns change (a children value replaced at the same fetch
+    time changes only the child rows: `_write_children`)."""
+    spec = merged.spec
     changed = [
-        {merged.key: k, **merged.spec.columns_of(rows[k])} for k in sorted(rows) if rows[k].written
+        {merged.key: k, **spec.columns_of(rows[k])}
+        for k in sorted(rows)
+        if spec.columns_changed(rows[k])
     ]
     if changed:
         conn.execute(_merged_upsert(merged), _given(changed))
@@ -419,7 +466,11 @@ def load_works(
     late = {
         dim: {k for k, r in first[dim].items() if r.written and not r.inserted} for dim in first
     }
-    late[_AUTHORS].update(r["key"] for r in _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts))
+    # An author with no row has no snapshot (author_snapshots refers to authors): not looked up.
+    # (If another writer adds the author meanwhile, the key goes late below anyway.)
+    unseen = {k for k, r in first[_AUTHORS].items() if r.inserted}
+    changed = _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts, new=unseen)
+    late[_AUTHORS].update(r["key"] for r in changed)
     _lock(conn, {"works": work_candidates})
 
     # New dimension rows now (works point to them), as merged from no row. Where another
@@ -435,11 +486,16 @@ def load_works(
 
     _write_masters(conn, works)
     stored_works = _read_stored(conn, _WORKS, sorted(work_candidates))
-    merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties)
+    # A re-flattened children value replaces a stored one of the same fetch time (a tie): the
+    # stored children are read back so that only those that differ are written.
+    children = _read_children(conn, _with_children(stored_works)) if ties else {}
+    merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties, children=children)
     _write_merged(conn, _WORKS, merged)
     _write_children(conn, merged)
 
-    snapshots = _append_snapshots(conn, _WORK_STATS, _work_stats(works))
+    # A work new to the table has no snapshot yet (work_stats refers to works): not looked up.
+    new_works = {k for k, row in merged.items() if row.inserted}
+    snapshots = _append_snapshots(conn, _WORK_STATS, _work_stats(works), new=new_works)
     if not reprocess:  # reprocess reads the stored payloads: nothing new to keep
         raw_writer.store(conn, works)
 
@@ -454,7 +510,10 @@ def load_works(
         _update_locked(conn, dim, {k: again.get(k) or first[dim][k] for k in keys}, now)
     author_keys = new_authors | late[_AUTHORS]
     _append_snapshots(
-        conn, _AUTHOR_SNAPSHOTS, [r for r in author_counts if r["key"] in author_keys]
+        conn,
+        _AUTHOR_SNAPSHOTS,
+        [r for r in author_counts if r["key"] in author_keys],
+        new=new_authors,  # inserted by this transaction: no snapshot yet
     )
     inserted = sum(1 for row in merged.values() if row.inserted)
     updated = sum(1 for row in merged.values() if row.written and not row.inserted)
@@ -555,82 +614,60 @@ _STORED_CATEGORIES = select(Category.category_id, Category.name).where(
 )
 
 
-_ChildRows = list[Mapping[str, Any]]
+def _with_children(stored: Mapping[int, Row[Any]]) -> list[int]:
+    """The stored works that hold a value of some children field."""
+    return sorted(
+        k
+        for k, row in stored.items()
+        if (seen := row._mapping["field_seen_at"]) and any(name in seen for name in _CHILDREN)
+    )
 
 
-def _child_rows(field: str, value: Any) -> dict[Table, _ChildRows]:
-    if field == "text_extra":
-        hashtags, mentions = value
-        return {
-            table(WorkHashtag): [
-                {
-                    "aweme_id": h.aweme_id,
-                    "hashtag_name": h.name,
-                    "position": h.position,
-                    "start_offset": h.start,
-                    "end_offset": h.end,
-                }
-                for h in hashtags
-            ],
-            table(WorkMention): [
-                {
-                    "aweme_id": m.aweme_id,
-                    "position": m.position,
-                    "uid": m.uid,
-                    "sec_uid": m.sec_uid,
-                    "nickname": m.nickname,
-                    "start_offset": m.start,
-                    "end_offset": m.end,
-                }
-                for m in mentions
-            ],
-        }
-    if field == "images":
-        return {
-            table(WorkImage): [
-                {
-                    "aweme_id": i.aweme_id,
-                    "position": i.position,
-                    "uri": i.uri,
-                    "width": i.width,
-                    "height": i.height,
-                    "url": i.url,
-                }
-                for i in value
-            ]
-        }
+@cache
+def _children_query(child: _ChildTable) -> Select[Any]:
+    t = child.table
+    return select(t.c.aweme_id, *(t.c[c] for c in child.columns)).where(
+        t.c.aweme_id == any_(_keys_array())
+    )
+
+
+def _read_children(conn: Connection, keys: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The stored value of every children field of these works, as `_work_values` gives it."""
+    if not keys:
+        return {}
+    found: dict[_ChildTable, dict[int, list[_ChildRow]]] = {}
+    for tables in _CHILD_TABLES.values():
+        for child in tables:
+            rows: dict[int, list[_ChildRow]] = defaultdict(list)
+            for row in conn.execute(_children_query(child), {"keys": list(keys)}):
+                rows[row[0]].append(tuple(row[1:]))
+            found[child] = rows
     return {
-        table(WorkCategory): [
-            {"aweme_id": c.aweme_id, "level": c.level, "category_id": c.category_id} for c in value
-        ]
+        k: {
+            name: tuple(_in_key_order(found[child].get(k, [])) for child in tables)
+            for name, tables in _CHILD_TABLES.items()
+        }
+        for k in keys
     }
-
-
-# Second key column of each child table (the first is aweme_id).
-_CHILD_KEYS = {
-    "work_hashtags": "hashtag_name",
-    "work_mentions": "position",
-    "work_images": "position",
-    "work_categories": "level",
-}
 
 
 def _write_children(conn: Connection, merged: Mapping[int, MergedRow]) -> None:
     """Sync each child table of the works whose children field took a new value."""
-    pending: dict[Table, tuple[list[int], _ChildRows]] = {}
+    pending: dict[_ChildTable, tuple[list[int], list[dict[str, Any]]]] = {}
     for aweme_id in sorted(merged):
         row = merged[aweme_id]
-        for name in _CHILDREN:
+        for name, tables in _CHILD_TABLES.items():
             if name not in row.changed:
                 continue
-            for child, rows in _child_rows(name, row.values[name]).items():
+            for child, rows in zip(tables, row.values[name], strict=True):
                 ids, all_rows = pending.setdefault(child, ([], []))
                 if not row.inserted:  # a work new to the table has no children to replace
                     ids.append(aweme_id)
-                all_rows.extend(rows)
-    for child in sorted(pending, key=lambda t: t.name):
+                columns = child.keyed_columns
+                all_rows.extend(dict(zip(columns, (aweme_id, *r), strict=True)) for r in rows)
+    for child in sorted(pending, key=lambda c: c.table.name):
         ids, rows = pending[child]
-        _sync_children(conn, child, ids, rows, _CHILD_KEYS[child.name])
+        _sync_children(conn, child.table, ids, rows, child.columns[0])
 
 
 def _sync_children(
@@ -730,15 +767,18 @@ _AUTHOR_SNAPSHOTS = _Snapshots(table(AuthorSnapshot), "uid")
 
 
 def _new_snapshots(
-    conn: Connection, target: _Snapshots, rows: Sequence[Mapping[str, Any]]
+    conn: Connection,
+    target: _Snapshots,
+    rows: Sequence[Mapping[str, Any]],
+    new: Iterable[int] = (),
 ) -> list[dict[str, Any]]:
     """The snapshots to append: per row newer than the latest stored one in which some known
     count differs from it. A count the payload does not carry (NULL) is no change: it neither
-    adds a row nor reads as a drop."""
+    adds a row nor reads as a drop. `new`: keys known to have no stored snapshot."""
     if not rows:
         return []
     key, counts = target.key, target.counts
-    latest = _latest_snapshots(conn, target, sorted({r["key"] for r in rows}))
+    latest = _latest_snapshots(conn, target, sorted({r["key"] for r in rows} - set(new)))
     added: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: (r["key"], r["captured_at"])):
         before = latest.get(row["key"])
@@ -761,10 +801,13 @@ def _snapshot_insert(target: _Snapshots) -> Insert:
 
 
 def _append_snapshots(
-    conn: Connection, target: _Snapshots, rows: Sequence[Mapping[str, Any]]
+    conn: Connection,
+    target: _Snapshots,
+    rows: Sequence[Mapping[str, Any]],
+    new: Iterable[int] = (),
 ) -> int:
     """Append the new snapshots of `rows` (`_new_snapshots`); returns how many were added."""
-    added = _new_snapshots(conn, target, rows)
+    added = _new_snapshots(conn, target, rows, new)
     if added:
         conn.execute(_snapshot_insert(target), _given(added))
     return len(added)
@@ -788,6 +831,8 @@ def _latest_query(target: _Snapshots) -> Select[Any]:
 def _latest_snapshots(
     conn: Connection, target: _Snapshots, keys: Sequence[int]
 ) -> dict[int, Mapping[Any, Any]]:
+    if not keys:
+        return {}
     return {
         row[target.key]: row
         for row in conn.execute(_latest_query(target), {"keys": list(keys)}).mappings()

@@ -15,7 +15,9 @@ the same payload read by a better flattener is the better reading.
 
 Per-field fetch times are kept in the row's `field_seen_at` (only where they differ from the
 row's `last_seen_at`, so a row that every payload fills completely stores nothing extra).
-Children lists (hashtags, images, categories) are fields too: their value is the whole list.
+Children lists (hashtags, images, categories) are fields too: their value is the whole list,
+as stored (the child rows' columns). Their stored value is read back only where a tie can
+replace it (`ingest reprocess`); elsewhere only its time is, and `STORED_CHILDREN` stands for it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class Field:
         return not self.columns
 
 
-# The stored value of a children field is not read back (only its time): this stands for it.
+# A stored children value that was not read back (only its time was): a tie cannot tell whether
+# a candidate equals it.
 STORED_CHILDREN = object()
 
 
@@ -62,11 +65,13 @@ class MergedRow:
     times: dict[str, datetime]
     first_seen_at: datetime
     last_seen_at: datetime
-    changed: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)  # fields whose value or time moved
     inserted: bool = False
+    retimed: bool = False  # some field's time moved (`field_seen_at` may change)
 
     @property
     def written(self) -> bool:
+        """Whether anything of the row changes: its columns or its children."""
         return self.inserted or bool(self.changed)
 
 
@@ -82,8 +87,11 @@ class MergeSpec:
             self, "children", frozenset(f.name for f in self.fields if not f.columns)
         )
 
-    def stored(self, row: Mapping[Any, Any]) -> MergedRow:
-        """The merge state of a stored row (its columns and `field_seen_at`)."""
+    def stored(
+        self, row: Mapping[Any, Any], children: Mapping[str, Any] | None = None
+    ) -> MergedRow:
+        """The merge state of a stored row (its columns and `field_seen_at`); `children`: the
+        stored value of children fields, where read back (`STORED_CHILDREN` otherwise)."""
         seen = row["field_seen_at"] or {}
         last: datetime = row["last_seen_at"]
         values: dict[str, Any] = {}
@@ -91,7 +99,8 @@ class MergeSpec:
         for f in self.fields:
             if f.is_children:
                 if f.name in seen:
-                    values[f.name] = STORED_CHILDREN
+                    known = children.get(f.name) if children else None
+                    values[f.name] = STORED_CHILDREN if known is None else known
                     times[f.name] = datetime.fromisoformat(seen[f.name])
                 continue
             value = _value(f, row)
@@ -123,10 +132,10 @@ class MergeSpec:
             for f in self.fields:
                 value = candidate.values.get(f.name)
                 if value is not None and _wins(f, row, value, candidate.seen_at, replace_ties):
-                    if (
-                        row.values.get(f.name) != value
-                        or row.times.get(f.name) != candidate.seen_at
-                    ):
+                    if row.times.get(f.name) != candidate.seen_at:
+                        row.changed.add(f.name)
+                        row.retimed = True
+                    elif row.values.get(f.name) != value:
                         row.changed.add(f.name)
                     row.values[f.name] = value
                     row.times[f.name] = candidate.seen_at
@@ -137,6 +146,11 @@ class MergeSpec:
                 row.last_seen_at = candidate.seen_at
                 row.changed.add("last_seen_at")
         return row
+
+    def columns_changed(self, row: MergedRow) -> bool:
+        """Whether the row's own columns change (`written` less a children value replaced at
+        the same time: that changes only the child rows)."""
+        return row.inserted or row.retimed or any(name not in self.children for name in row.changed)
 
     def _new(self, candidate: Candidate) -> MergedRow:
         """A new row from one payload: what the general fold below gives, without its
