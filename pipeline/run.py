@@ -136,7 +136,8 @@ def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datet
 
     if result.outcome is Outcome.OK and result.aweme_detail is not None:
         try:
-            work = flatten(result.aweme_detail, now)
+            # The body's text goes to raw_payloads as received: the decoded detail is let go.
+            work = flatten(result.aweme_detail, now, raw=result.payload)
         except NotAWork as exc:
             return done("failed", f"upstream payload is not a work: {exc}")
         except Exception as exc:  # a payload shape flatten did not expect must not stop the run
