@@ -340,6 +340,8 @@ class FetchJob:
                     f"internal error: {exc.__class__.__name__}", 0, where,
                 )  # fmt: skip
                 done = FetchedLink(record, None, temporary=True)
+            # The decoded detail is flattened: it need not live while the hand-off waits.
+            result = None
             if done.record.outcome != LinkOutcome.LOADED:
                 log.debug("%s %s: %s", done.record.outcome, link.url, done.record.reason)
             member.stats.links += 1
