@@ -6,6 +6,7 @@ and the loader encodes the decoded value instead."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -13,9 +14,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, text
 
 from pipeline.douyin import json_text, received_text
+from pipeline.inputs import canonical_link
+from pipeline.run import outcome_record
 from pipeline.upstream.contracts import DETAIL_PATH, SeedContract
 from pipeline.upstream.decode import Reading, read_body
-from pipeline.upstream.outcomes import Outcome
+from pipeline.upstream.outcomes import FetchResult, Outcome
 
 SAME = text(
     "SELECT (CAST(:received AS jsonb) #> CAST(:path AS text[]))::text,"
@@ -140,3 +143,23 @@ def test_any_value_stores_alike_either_way(db: Connection, value: Any, ascii_onl
     both = _both(db, body)
     if both is not None:
         assert both[0] == both[1]
+
+
+def test_ingest_hands_the_received_text_to_the_loader() -> None:
+    """`outcome_record` (what `ingest` runs per link) keeps the body's text for raw_payloads,
+    not the decoded detail; without a text it keeps the detail."""
+    body = _envelope(b'{"aweme_id":"7071967230287744267","desc":"a\\u0000b"}')
+    c = SeedContract().classify(200, body, {})
+    assert c.payload is not None
+    assert c.detail is not None
+    link = canonical_link(7071967230287744267)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    ok = FetchResult(Outcome.OK, c.detail, link.aweme_id, "", 1, 200, payload=c.payload)
+    work = outcome_record(link, "test", ok, at).work
+    assert work is not None
+    assert work.raw is c.payload
+    assert '"a\\ufffdb"' in c.payload.text
+    decoded = FetchResult(Outcome.OK, c.detail, link.aweme_id, "", 1, 200)
+    work = outcome_record(link, "test", decoded, at).work
+    assert work is not None
+    assert work.raw is c.detail
