@@ -40,6 +40,7 @@ from pipeline.rows import (
     FlatWork,
     HashtagRow,
     ImageRow,
+    JsonText,
     MentionRow,
     MusicRow,
     PlaceRow,
@@ -462,10 +463,13 @@ def _children_source(value: object) -> list[Mapping[str, Any]] | None:
     return _items(value) if isinstance(value, list | tuple) else None
 
 
-def flatten(aweme_detail: Mapping[str, Any], fetched_at: datetime) -> FlatWork:
+def flatten(
+    aweme_detail: Mapping[str, Any], fetched_at: datetime, raw: JsonText | None = None
+) -> FlatWork:
     """Turn one `aweme_detail` into rows. `fetched_at` (tz-aware) stamps the work, the author
-    and the statistics snapshot. Raises `NotAWork` for unusable data, `ValueError` for a
-    naive `fetched_at`."""
+    and the statistics snapshot. `raw` is the payload's text as received, stored in its stead
+    (so the decoded object need not outlive this call). Raises `NotAWork` for unusable data,
+    `ValueError` for a naive `fetched_at`."""
     if not isinstance(fetched_at, datetime) or fetched_at.utcoffset() is None:
         raise ValueError("fetched_at must be a timezone-aware datetime")
     if not isinstance(aweme_detail, Mapping):
@@ -533,5 +537,5 @@ def flatten(aweme_detail: Mapping[str, Any], fetched_at: datetime) -> FlatWork:
         images=image_rows,
         categories=_categories(detail.get("video_tag"), aweme_id),
         complete=author is not None and statistics is not None and desc is not None,
-        raw=aweme_detail,
+        raw=aweme_detail if raw is None else raw,
     )

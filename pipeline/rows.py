@@ -154,6 +154,17 @@ class CategoryRow:
 
 
 @dataclass(frozen=True, slots=True)
+class JsonText:
+    """A payload as JSON text PostgreSQL can store as it is (cleaned of NUL and lone
+    surrogates: `pipeline.douyin.received_text`), and the path of the work's object in it:
+    `("data", "aweme_detail")` for a body as received, `()` for the object itself. PostgreSQL
+    parses it and takes the path; Python never encodes it again."""
+
+    text: str
+    path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class FlatWork:
     """Everything one payload says about one work. A children tuple is `None` when the payload
     does not carry that list at all (the stored children are then kept); `()` means "none"."""
@@ -169,4 +180,6 @@ class FlatWork:
     images: tuple[ImageRow, ...] | None
     categories: tuple[CategoryRow, ...] | None
     complete: bool  # author, statistics and description all present: a full payload
-    raw: Mapping[str, Any]  # the input itself, for raw_payloads
+    # For raw_payloads: the body's text as received when it can be stored as it is (the decoded
+    # object is then let go after flattening), else the decoded object, encoded by the loader.
+    raw: Mapping[str, Any] | JsonText

@@ -35,7 +35,7 @@ import logging
 import signal
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 
@@ -138,6 +138,9 @@ def outcome_record(link: ShareLink, source: str, result: FetchResult, now: datet
     if result.outcome is Outcome.OK and result.aweme_detail is not None:
         try:
             work = flatten(result.aweme_detail, now)
+            if result.payload is not None:
+                # The body's text goes to raw_payloads as received: the decoded detail is let go.
+                work = replace(work, raw=result.payload)
         except NotAWork as exc:
             return done("failed", f"upstream payload is not a work: {exc}")
         except Exception as exc:  # a payload shape flatten did not expect must not stop the run
@@ -340,6 +343,8 @@ class FetchJob:
                     f"internal error: {exc.__class__.__name__}", 0, where,
                 )  # fmt: skip
                 done = FetchedLink(record, None, temporary=True)
+            # The decoded detail is flattened: it need not live while the hand-off waits.
+            result = None
             if done.record.outcome != LinkOutcome.LOADED:
                 log.debug("%s %s: %s", done.record.outcome, link.url, done.record.reason)
             member.stats.links += 1

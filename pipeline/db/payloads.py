@@ -9,10 +9,14 @@ Both follow from the set of payloads loaded, in any order; the SQL below and `_w
 apply the same rules, the latter only to skip sending ~40 KB payloads that would change nothing.
 The SQL decides on the row as stored when it runs, so no lock is needed for correctness.
 
-A payload goes to PostgreSQL as JSON text (`pipeline.douyin.json_text`: orjson, cleaned only
-where NUL or a lone surrogate can be), one parameter per row, in one prepared statement run
-for every row (psycopg's pipelined executemany): one array of ~40 KB texts would be escaped
-element by element in Python, four times slower (measured in the 2026-11-30 audit).
+A payload goes to PostgreSQL as JSON text with the path of the work's object in it, and
+PostgreSQL takes that path (`CAST(text AS jsonb) #> path`): the body's text as received
+(`pipeline.rows.JsonText`, cleaned at the escape level by `pipeline.douyin.received_text`;
+path `data.aweme_detail`), so Python never encodes the payload again, or, for a body only its
+decoded value can say faithfully, that value encoded by `pipeline.douyin.json_text` (empty
+path). Both give the same JSONB (tests/test_stored_values.py). One parameter per row, in one
+prepared statement run for every row (psycopg's pipelined executemany): one array of ~40 KB
+texts would be escaped element by element in Python, four times slower (2026-11-30 audit).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pipeline.db.models import RawPayload
 from pipeline.douyin import json_text
-from pipeline.rows import FlatWork
+from pipeline.rows import FlatWork, JsonText
 
 # Bumped whenever the flattener learns to read payloads better; `ingest db upgrade` and
 # `ingest reprocess --stale` rebuild the content of payloads loaded by an older version.
@@ -61,7 +65,9 @@ def _upsert() -> Any:
     row = select(
         sql_cast(bindparam("aweme_id", type_=BigInteger), BigInteger),
         sql_cast(bindparam("fetched_at", type_=DateTime(timezone=True)), DateTime(timezone=True)),
-        sql_cast(bindparam("payload", type_=Text), JSONB),
+        sql_cast(bindparam("payload", type_=Text), JSONB).op("#>", return_type=JSONB)(
+            sql_cast(bindparam("path", type_=ARRAY(Text)), ARRAY(Text))
+        ),
         sql_cast(bindparam("is_complete", type_=Boolean), Boolean),
         literal(LOADER_VERSION, Integer),
     )
@@ -123,10 +129,12 @@ def store(conn: Connection, works: Sequence[FlatWork]) -> None:
         if not _worth_sending(state, w.work.fetched_at, w.complete):
             continue
         stored[w.work.aweme_id] = _after(state, w.work.fetched_at, w.complete)
+        raw = w.raw if isinstance(w.raw, JsonText) else JsonText(json_text(w.raw))
         row = {
             "aweme_id": w.work.aweme_id,
             "fetched_at": w.work.fetched_at,
-            "payload": json_text(w.raw),
+            "payload": raw.text,
+            "path": list(raw.path),
             "is_complete": w.complete,
         }
         # A key may appear once per statement: another payload of one work goes a round later.

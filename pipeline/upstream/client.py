@@ -27,6 +27,7 @@ import aiohttp
 
 from pipeline.config import Secret
 from pipeline.inputs import ShareLink
+from pipeline.rows import JsonText
 from pipeline.upstream.contracts import AmagiContract, Contract, SeedContract
 from pipeline.upstream.decode import too_large
 from pipeline.upstream.outcomes import Cause, FetchResult, Outcome
@@ -64,6 +65,7 @@ class _Step:
     retry_after: float | None = None
     started_at: float | None = None
     cause: Cause | None = None
+    payload: JsonText | None = None  # with `detail`: the body's text, stored as received
 
 
 class _Stopped(Exception):
@@ -349,7 +351,15 @@ class UpstreamClient:
             return _Step(Outcome.UNUSABLE, problem.reason, http_status=status, started_at=started)
         c = self.contract.classify(status, body, resp_headers)
         return _Step(
-            c.outcome, c.reason, c.detail, c.aweme_id, status, c.retry_after, started, c.cause
+            c.outcome,
+            c.reason,
+            c.detail,
+            c.aweme_id,
+            status,
+            c.retry_after,
+            started,
+            c.cause,
+            c.payload,
         )
 
     async def _resolve_once(self, link: ShareLink) -> _Step:
@@ -450,8 +460,16 @@ class UpstreamClient:
     def _result(step: _Step, asked: int | None, attempts: int) -> FetchResult:
         ok = step.outcome is Outcome.OK
         aweme_id = step.aweme_id if ok and asked is None else asked
-        detail = step.detail if ok else None
-        return FetchResult(step.outcome, detail, aweme_id, step.reason, attempts, step.http_status)
+        detail, payload = (step.detail, step.payload) if ok else (None, None)
+        return FetchResult(
+            step.outcome,
+            detail,
+            aweme_id,
+            step.reason,
+            attempts,
+            step.http_status,
+            payload=payload,
+        )
 
 
 def _failure_kind(step: _Step, resolving: bool) -> Failure:

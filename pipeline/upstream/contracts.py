@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipeline.douyin import received_text
 from pipeline.inputs import ShareLink, clean_text
-from pipeline.upstream.decode import BodyProblem, decode_body
+from pipeline.rows import JsonText
+from pipeline.upstream.decode import BodyProblem, Reading, read_body
 from pipeline.upstream.outcomes import Cause, Outcome
 from pipeline.upstream.resolve import safe_origin
 from pipeline.upstream.retry import parse_retry_after
@@ -54,6 +56,8 @@ class Classification:
     retry_after: float | None = None  # seconds, uncapped, from a Retry-After header
     aweme_id: int | None = None  # when the body names the work
     cause: Cause | None = None  # set when the answer concerns the whole service
+    # Only for OK: the body's text, to be stored as received (None: store `detail` encoded).
+    payload: JsonText | None = None
 
     @property
     def scope(self) -> Scope:
@@ -141,13 +145,24 @@ def _by_status(status: int, headers: Mapping[str, str]) -> Classification | None
     return None
 
 
-def _from_douyin_body(data: object) -> Classification:
-    """Read a raw Douyin detail body (`{aweme_detail, filter_detail?, status_code}`)."""
+# Where the detail lies in the envelope of either contract: `data.aweme_detail`.
+DETAIL_PATH = ("data", "aweme_detail")
+
+
+def _from_douyin_body(data: object, body: bytes, reading: Reading) -> Classification:
+    """Read a raw Douyin detail body (`{aweme_detail, filter_detail?, status_code}`), found
+    at `data` in `body`, the envelope as received."""
     if not isinstance(data, dict):
         return Classification(Outcome.TRANSIENT, reason=NO_DETAIL_REASON)
     detail = data.get("aweme_detail")
     if isinstance(detail, dict):
-        return Classification(Outcome.OK, detail=detail, aweme_id=_as_id(detail.get("aweme_id")))
+        text = received_text(body, reading)
+        return Classification(
+            Outcome.OK,
+            detail=detail,
+            aweme_id=_as_id(detail.get("aweme_id")),
+            payload=None if text is None else JsonText(text, DETAIL_PATH),
+        )
     if detail is not None:
         # A list, a string, a number: the same body comes back however often it is asked for.
         return Classification(
@@ -220,7 +235,7 @@ class SeedContract:
     def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Classification:
         if (by_status := _by_status(status, headers)) is not None:
             return by_status
-        doc = decode_body(body)
+        doc, reading = read_body(body)
         if status == 400:
             return _bad_request(doc, status)
         if status != 200:
@@ -235,7 +250,7 @@ class SeedContract:
             and isinstance(data, dict)
             and isinstance(data.get("aweme_detail"), dict)
         ):
-            return _from_douyin_body(data)
+            return _from_douyin_body(data, body, reading)
         if code == 429:
             return Classification(
                 Outcome.RATE_LIMITED,
@@ -253,7 +268,7 @@ class SeedContract:
         if code == 400:
             return _bad_request(doc, 400)
         if code in (0, 200):
-            return _from_douyin_body(data)
+            return _from_douyin_body(data, body, reading)
         hint = _clean(message)
         return Classification(
             Outcome.TRANSIENT,
@@ -279,7 +294,7 @@ class AmagiContract:
         return "/api/douyin/fetch_one_work", {"aweme_id": str(aweme_id)}
 
     def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Classification:
-        doc = decode_body(body)
+        doc, reading = read_body(body)
         decided_by_status = status in (401, 403, 429) or 300 <= status < 400
         if decided_by_status or not (isinstance(doc, dict) and "success" in doc):
             if (by_status := _by_status(status, headers)) is not None:
@@ -290,7 +305,7 @@ class AmagiContract:
                 return Classification(Outcome.TRANSIENT, reason=f"unexpected HTTP status {status}")
             return _unusable_body(doc) if isinstance(doc, BodyProblem) else _MALFORMED
         if doc["success"] is True:
-            return _from_douyin_body(doc.get("data"))
+            return _from_douyin_body(doc.get("data"), body, reading)
         error = doc.get("error")
         # Only errorDescription and message are read: error.requestUrl is a signed URL.
         description = error.get("errorDescription") if isinstance(error, dict) else None

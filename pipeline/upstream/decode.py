@@ -15,13 +15,16 @@ Refused, permanently:
 
 Accepted on purpose: `\\u0000` and lone surrogate escapes (`"\\ud83d"`) inside strings, and raw
 control characters in strings. orjson refuses the last two, so those bodies go through the
-standard library instead; the loader cleans such text before PostgreSQL sees it.
+standard library instead; the loader cleans such text before PostgreSQL sees it. `read_body`
+also says which way a body was read (`Reading`), which tells whether its received text can be
+stored as it is (`pipeline.douyin.received_text`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -52,26 +55,46 @@ def too_large(limit_bytes: int) -> BodyProblem:
     return BodyProblem(f"upstream body larger than {_size(limit_bytes)}", permanent=True)
 
 
+class Reading(StrEnum):
+    """How a body was read: what its text can be trusted with (`pipeline.douyin.received_text`).
+
+    STRICT: orjson alone read it, so no string holds a raw control character or a lone
+    surrogate, and it holds no float: its text says exactly what orjson would write again.
+    FLOATS: the same, but it holds floats, whose spelling (`1E2`, `0.10`) may differ from
+    orjson's and would store differently.
+    LENIENT: the standard library read it (raw control characters, lone surrogates, a huge
+    number): only the decoded value can be trusted."""
+
+    STRICT = "strict"
+    FLOATS = "floats"
+    LENIENT = "lenient"
+
+
 def decode_body(body: bytes) -> Any | BodyProblem:
     """The JSON document in `body`, or the `BodyProblem` that stops it from being stored."""
+    return read_body(body)[0]
+
+
+def read_body(body: bytes) -> tuple[Any | BodyProblem, Reading]:
+    """`decode_body`, and how the body was read."""
     if body.startswith(_UTF8_BOM):
         body = body[len(_UTF8_BOM) :]
     start = body.lstrip(_WHITESPACE)[:1]
     if start not in (b"{", b"["):
         # An HTML error page, plain text or nothing: what a proxy or a failing service sends.
         what = "an empty body" if not start else "not JSON"
-        return BodyProblem(f"upstream response is {what}", permanent=False)
+        return BodyProblem(f"upstream response is {what}", permanent=False), Reading.LENIENT
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         message = str(exc)
         if message.startswith("unexpected end of data"):
-            return _TRUNCATED
+            return _TRUNCATED, Reading.LENIENT
         if message.startswith("depth limit exceeded"):
-            return _too_deep()
+            return _too_deep(), Reading.LENIENT
         # Everything else gets a second, slower opinion: either the body is fine by our rules
         # (lone surrogates, raw control characters) or the standard library names the problem.
-        return _decode_with_stdlib(body)
+        return _decode_with_stdlib(body), Reading.LENIENT
     return _check(doc, body)
 
 
@@ -88,39 +111,42 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _check(doc: Any, body: bytes) -> Any | BodyProblem:
+def _check(doc: Any, body: bytes) -> tuple[Any | BodyProblem, Reading]:
     """Rules a successful orjson parse does not enforce: depth, and 64-bit integers.
 
     orjson turns an integer literal beyond 64 bits into a float, so a float of that size is a
     suspect; only then is the body parsed again to see how the number was written.
     """
-    too_deep, suspect = _walk(doc)
-    if too_deep:
-        return _too_deep()
-    return _decode_with_stdlib(body) if suspect else doc
+    floats: list[float] = []
+    try:
+        _scan(doc, 1, floats)
+    except _TooDeep:
+        return _too_deep(), Reading.LENIENT
+    if any(not _FLOAT_LOW < f < _FLOAT_HIGH for f in floats):
+        return _decode_with_stdlib(body), Reading.LENIENT
+    return doc, Reading.FLOATS if floats else Reading.STRICT
 
 
 class _TooDeep(Exception):
-    """Raised from inside `_walk` to stop at the first container deeper than MAX_DEPTH."""
+    """Raised from inside `_scan` to stop at the first container deeper than MAX_DEPTH."""
 
 
 _FLOAT_LOW, _FLOAT_HIGH = -(2.0**63), 2.0**64
 
 
-def _walk(doc: Any) -> tuple[bool, bool]:
-    """(nested deeper than MAX_DEPTH, holds a float outside the 64-bit integer range)."""
-    suspects: list[float] = []
+def _too_deep_doc(doc: Any) -> bool:
     try:
-        _scan(doc, 1, suspects)
+        _scan(doc, 1, [])
     except _TooDeep:
-        return True, bool(suspects)
-    return False, bool(suspects)
+        return True
+    return False
 
 
-def _scan(container: Any, depth: int, suspects: list[float]) -> None:
-    """Visit every value below `container` once, by exact type (a decoded document holds only
-    dict, list, str, int, float, bool and None): this runs on every payload, so it is kept to
-    the few operations it needs. Recursion stops at MAX_DEPTH + 1 levels."""
+def _scan(container: Any, depth: int, floats: list[float]) -> None:
+    """Collect every float below `container` (real payloads hold a few at most), visiting each
+    value once by exact type (a decoded document holds only dict, list, str, int, float, bool
+    and None): this runs on every payload, so it is kept to the few operations it needs.
+    Recursion stops at MAX_DEPTH + 1 levels."""
     if type(container) is not dict and type(container) is not list:
         return
     if depth > MAX_DEPTH:
@@ -128,9 +154,9 @@ def _scan(container: Any, depth: int, suspects: list[float]) -> None:
     for child in container.values() if type(container) is dict else container:
         kind = type(child)
         if kind is dict or kind is list:
-            _scan(child, depth + 1, suspects)
-        elif kind is float and not _FLOAT_LOW < child < _FLOAT_HIGH:
-            suspects.append(child)
+            _scan(child, depth + 1, floats)
+        elif kind is float:
+            floats.append(child)
 
 
 def _decode_with_stdlib(body: bytes) -> Any | BodyProblem:
@@ -156,7 +182,7 @@ def _decode_with_stdlib(body: bytes) -> Any | BodyProblem:
         if exc.msg.startswith("Unterminated string") or exc.pos >= len(text.rstrip()):
             return _TRUNCATED
         return BodyProblem(f"{INVALID}: {exc.msg} (character {exc.pos + 1})", permanent=True)
-    return _too_deep() if _walk(doc)[0] else doc
+    return _too_deep() if _too_deep_doc(doc) else doc
 
 
 def _refuse_constant(name: str) -> Any:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from pipeline.rows import JsonText
+
 
 class Outcome(StrEnum):
     """The outcome classes of UPSTREAM.md §1.3; every response maps to exactly one."""
@@ -61,3 +63,6 @@ class FetchResult:
     # The service was stopped (parked) before this link got an answer of its own: the link is
     # given to another service or left pending, never recorded (pipeline.upstream.pool).
     cut_short: bool = False
+    # Only for OK: the body's text to store as received (`Classification.payload`); None when
+    # only `aweme_detail` can be stored faithfully.
+    payload: JsonText | None = None
