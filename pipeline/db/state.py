@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import BigInteger, Connection, Table, Text, bindparam, func, select, update
+from sqlalchemy import BigInteger, Connection, Table, Text, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from pipeline.db.models import Work
+from pipeline.db.params import ids_param
 from pipeline.douyin import canonical_gone_reason
 from pipeline.rows import FlatWork
 from pipeline.schedule import next_check_at
@@ -86,6 +87,7 @@ def reschedule(conn: Connection, aweme_ids: Sequence[int], at: datetime) -> None
     if aweme_ids:
         conn.execute(
             update(_WORKS)
-            .where(_WORKS.c.aweme_id.in_(sorted(set(aweme_ids))))
-            .values(next_check_at=at)
+            .where(_WORKS.c.aweme_id == any_(ids_param("ids")))
+            .values(next_check_at=at),
+            {"ids": sorted(set(aweme_ids))},
         )
