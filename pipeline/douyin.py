@@ -11,6 +11,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -48,14 +49,28 @@ def utf16_to_index(text: str, units: int) -> int | None:
     surrogate pair. PostgreSQL's `substring` counts code points, so this is what is stored."""
     if units < 0:
         return None
+    table = _unit_table(text)
+    if table is None:  # no character beyond the BMP: one unit per code point
+        return units if units <= len(text) else None
+    return table.get(units)
+
+
+@lru_cache(maxsize=16)
+def _unit_table(text: str) -> dict[int, int] | None:
+    """UTF-16 offset -> code-point index for a text with characters beyond the BMP (emoji),
+    built once per caption (every hashtag and mention of a work has two offsets into it)."""
+    if not _ASTRAL.search(text):
+        return None
+    table: dict[int, int] = {}
     seen = 0
     for index, char in enumerate(text):
-        if seen == units:
-            return index
-        if seen > units:
-            return None
+        table[seen] = index
         seen += 2 if ord(char) > 0xFFFF else 1
-    return len(text) if seen == units else None
+    table[seen] = len(text)
+    return table
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
 # --- ids and times ----------------------------------------------------------------------------
