@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.rows import Utf8Text
 from pipeline.upstream.decode import Reading
 
 # --- text -------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def _escape(match: re.Match[bytes]) -> bytes:
     return b"?"  # a lone surrogate -> "?", as `clean_text`
 
 
-def received_text(body: bytes, reading: Reading) -> str | None:
+def received_text(body: bytes, reading: Reading) -> Utf8Text | None:
     """The body's JSON text as received, cleaned as `clean_json` cleans the decoded value, or
     None when only the decoded value can be stored faithfully (then `json_text` encodes it).
 
@@ -172,7 +173,7 @@ def received_text(body: bytes, reading: Reading) -> str | None:
         body = body[len(_UTF8_BOM) :]
     if b"\\" in body and _SUSPECT.search(body) is not None:
         body = _ESCAPE.sub(_escape, body)
-    return body.decode()
+    return Utf8Text(body)  # valid UTF-8: orjson read it
 
 
 def json_text(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""Lists bound as one parameter: keys as one array, rows as one JSON text.
+"""Lists bound as one parameter: keys as one array, rows as one JSON text; and JSON text
+bound as received (`Utf8Text`).
 
 `column.in_(values)` renders one placeholder per value: a 500-key look-up is a new SQL text
 for every length, which SQLAlchemy compiles and psycopg re-parses each time (it caches
@@ -11,9 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
+import psycopg
+from psycopg.adapt import Buffer, Dumper
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -30,6 +33,8 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.types import TypeEngine
+
+from pipeline.rows import Utf8Text
 
 
 def array_param(name: str, item: TypeEngine[Any]) -> Any:
@@ -86,3 +91,16 @@ def _isoformat(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class _Utf8TextDumper(Dumper):
+    """`Utf8Text` goes as it is, typed as a `str` would be (unknown: PostgreSQL reads it as the
+    type the statement casts it to)."""
+
+    oid = 0
+
+    def dump(self, obj: Any) -> Buffer | None:
+        return cast(bytes, obj)
+
+
+psycopg.adapters.register_dumper(Utf8Text, _Utf8TextDumper)
