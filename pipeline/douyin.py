@@ -11,10 +11,12 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
+from pipeline.rows import Utf8Text
 from pipeline.upstream.decode import Reading
 
 # --- text -------------------------------------------------------------------------------------
@@ -48,14 +50,28 @@ def utf16_to_index(text: str, units: int) -> int | None:
     surrogate pair. PostgreSQL's `substring` counts code points, so this is what is stored."""
     if units < 0:
         return None
+    table = _unit_table(text)
+    if table is None:  # no character beyond the BMP: one unit per code point
+        return units if units <= len(text) else None
+    return table.get(units)
+
+
+@lru_cache(maxsize=16)
+def _unit_table(text: str) -> dict[int, int] | None:
+    """UTF-16 offset -> code-point index for a text with characters beyond the BMP (emoji),
+    built once per caption (every hashtag and mention of a work has two offsets into it)."""
+    if not _ASTRAL.search(text):
+        return None
+    table: dict[int, int] = {}
     seen = 0
     for index, char in enumerate(text):
-        if seen == units:
-            return index
-        if seen > units:
-            return None
+        table[seen] = index
         seen += 2 if ord(char) > 0xFFFF else 1
-    return len(text) if seen == units else None
+    table[seen] = len(text)
+    return table
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
 # --- ids and times ----------------------------------------------------------------------------
@@ -139,7 +155,7 @@ def _escape(match: re.Match[bytes]) -> bytes:
     return b"?"  # a lone surrogate -> "?", as `clean_text`
 
 
-def received_text(body: bytes, reading: Reading) -> str | None:
+def received_text(body: bytes, reading: Reading) -> Utf8Text | None:
     """The body's JSON text as received, cleaned as `clean_json` cleans the decoded value, or
     None when only the decoded value can be stored faithfully (then `json_text` encodes it).
 
@@ -157,7 +173,7 @@ def received_text(body: bytes, reading: Reading) -> str | None:
         body = body[len(_UTF8_BOM) :]
     if b"\\" in body and _SUSPECT.search(body) is not None:
         body = _ESCAPE.sub(_escape, body)
-    return body.decode()
+    return Utf8Text(body)  # valid UTF-8: orjson read it
 
 
 def json_text(value: Any) -> str:

@@ -397,6 +397,13 @@ class UpstreamClient:
     async def _turn(self) -> float:
         """Wait for the rate limiter's turn, or for a stop: a run stopped while throttled
         must not wait out every queued request's turn at the lowered rate first."""
+        if (
+            self.service_stop is None
+            and isinstance(self.limiter, RateLimiter)
+            and (granted := self.limiter.try_acquire()) is not None
+        ):
+            self.stats.request_started(granted)
+            return granted  # sent right after this, with no await in between
         if self.service_stop is None:
             turn = asyncio.ensure_future(self.limiter.acquire())
             stopped = asyncio.ensure_future(self._stopped.wait())
@@ -426,8 +433,10 @@ class UpstreamClient:
         A capped buffer then `json.loads` is simpler than streaming with ijson: bodies are a
         few hundred KB, the cap bounds memory, and classification needs the whole document.
         """
-        if resp.content_length is not None and resp.content_length > self.max_body_bytes:
-            return None
+        if resp.content_length is not None:
+            if resp.content_length > self.max_body_bytes:
+                return None
+            return await resp.read()  # framed by its length: no more than that is read
         body = bytearray()
         async for chunk in resp.content.iter_chunked(_CHUNK):
             body += chunk
