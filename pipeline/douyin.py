@@ -176,7 +176,7 @@ def received_text(body: bytes, reading: Reading) -> Utf8Text | None:
     return Utf8Text(body)  # valid UTF-8: orjson read it
 
 
-def json_text(value: Any) -> str:
+def json_text(value: Any) -> str | Utf8Text:
     """A decoded JSON value as JSON text for a JSONB parameter, cleaned as `clean_json` cleans
     it (the same JSONB value as `json.dumps(clean_json(value))`, numbers included).
 
@@ -188,5 +188,5 @@ def json_text(value: Any) -> str:
     except (TypeError, ValueError):  # orjson.JSONEncodeError: a lone surrogate, an odd type
         return json.dumps(clean_json(value))
     if _NUL_ESCAPE in encoded:
-        return orjson.dumps(clean_json(value)).decode()
-    return encoded.decode()
+        return Utf8Text(orjson.dumps(clean_json(value)))
+    return Utf8Text(encoded)  # sent as the UTF-8 bytes they are (see `Utf8Text`)
