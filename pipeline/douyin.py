@@ -38,9 +38,14 @@ def clean_text(text: str) -> str:
 
 def clean_label(text: str) -> str:
     """A one-line name (hashtag, nickname, title): `clean_text`, without control characters
-    (ESC, DEL, C1, line breaks), stripped of surrounding white space."""
+    (ESC, DEL, C1, line breaks) nor U+FFFD, stripped of surrounding white space. A NUL is
+    dropped like any control character; the stored raw payload holds U+FFFD in its place
+    (PostgreSQL cannot store a NUL), so U+FFFD is dropped too: a reprocess reads from that
+    payload the name the first load stored."""
     if not text.isprintable():
         text = "".join(c for c in text if unicodedata.category(c) != "Cc")
+    if "\ufffd" in text:
+        text = text.replace("\ufffd", "")
     return clean_text(text).strip()
 
 
