@@ -38,9 +38,14 @@ def clean_text(text: str) -> str:
 
 def clean_label(text: str) -> str:
     """A one-line name (hashtag, nickname, title): `clean_text`, without control characters
-    (ESC, DEL, C1, line breaks), stripped of surrounding white space."""
+    (ESC, DEL, C1, line breaks) nor U+FFFD, stripped of surrounding white space. A NUL is
+    dropped like any control character; the stored raw payload holds U+FFFD in its place
+    (PostgreSQL cannot store a NUL), so U+FFFD is dropped too: a reprocess reads from that
+    payload the name the first load stored."""
     if not text.isprintable():
         text = "".join(c for c in text if unicodedata.category(c) != "Cc")
+    if "\ufffd" in text:
+        text = text.replace("\ufffd", "")
     return clean_text(text).strip()
 
 
@@ -176,7 +181,7 @@ def received_text(body: bytes, reading: Reading) -> Utf8Text | None:
     return Utf8Text(body)  # valid UTF-8: orjson read it
 
 
-def json_text(value: Any) -> str:
+def json_text(value: Any) -> str | Utf8Text:
     """A decoded JSON value as JSON text for a JSONB parameter, cleaned as `clean_json` cleans
     it (the same JSONB value as `json.dumps(clean_json(value))`, numbers included).
 
@@ -188,5 +193,5 @@ def json_text(value: Any) -> str:
     except (TypeError, ValueError):  # orjson.JSONEncodeError: a lone surrogate, an odd type
         return json.dumps(clean_json(value))
     if _NUL_ESCAPE in encoded:
-        return orjson.dumps(clean_json(value)).decode()
-    return encoded.decode()
+        return Utf8Text(orjson.dumps(clean_json(value)))
+    return Utf8Text(encoded)  # sent as the UTF-8 bytes they are (see `Utf8Text`)

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.douyin import clean_json, clean_label
 from pipeline.flatten import (
     AuthorRow,
     CategoryRow,
@@ -796,3 +797,13 @@ def test_place_anchor_extra_is_read_like_json_loads(
     flat = flatten(payload, FETCHED)
     found = None if flat.place is None else (flat.place.name, flat.place.latitude)
     assert found == place
+
+
+@pytest.mark.parametrize("name", ["tag\x00", "\x00tag\x01\x1b", "t\x00a\ufffdg", "\ud83dtag\x00"])
+def test_a_label_reads_the_same_from_the_stored_payload(name: str) -> None:
+    # The stored raw payload holds U+FFFD where a NUL was (clean_json); the label a reprocess
+    # reads from it must be the label the first load stored (it used to keep the U+FFFD).
+    stored = clean_json(name)
+    assert "\x00" not in stored
+    assert clean_label(stored) == clean_label(name)
+    assert "\ufffd" not in clean_label(name)

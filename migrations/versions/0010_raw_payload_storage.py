@@ -4,8 +4,9 @@ Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-01 06:10:00
 
-Storing a ~32 KB payload cost PostgreSQL ~0.7 ms of CPU, half of it compressing the value with
-pglz, the default TOAST compression (bench/README.md, "Raw payload storage"). lz4 compresses
+Storing a ~32 KB payload cost PostgreSQL ~0.48 ms of CPU, ~0.3 of it compressing the value with
+pglz, the default TOAST compression (`python -m bench.raw_storage`; bench/README.md, "Raw
+payload storage"). lz4 compresses
 the same values about as well at a fraction of the CPU, and nearly every packaged PostgreSQL
 >= 14 is built with it. A server built without it (the embedded `pgserver` one) stores the
 payloads uncompressed instead (out of line, `STORAGE EXTERNAL`): ~2.6x the disk of pglz for

@@ -433,10 +433,10 @@ class UpstreamClient:
         A capped buffer then `json.loads` is simpler than streaming with ijson: bodies are a
         few hundred KB, the cap bounds memory, and classification needs the whole document.
         """
-        if resp.content_length is not None:
-            if resp.content_length > self.max_body_bytes:
-                return None
-            return await resp.read()  # framed by its length: no more than that is read
+        # Content-Length counts the bytes on the wire: a compressed body can decompress to far
+        # more, so the cap is checked on what is read, chunk by chunk, never trusted to it.
+        if resp.content_length is not None and resp.content_length > self.max_body_bytes:
+            return None
         body = bytearray()
         async for chunk in resp.content.iter_chunked(_CHUNK):
             body += chunk
