@@ -35,7 +35,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime
@@ -43,6 +43,9 @@ from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 import orjson
+import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -75,8 +78,9 @@ log = logging.getLogger(__name__)
 # enough that the processes stay evenly busy and Ctrl-C waits seconds, not minutes.
 RANGE_SIZE = 2_000
 
-# (aweme_id, fetched_at, payload, complete_fetched_at, complete_payload), payloads as JSON text.
-StoredRow = tuple[int, datetime, str, datetime | None, str | None]
+# (aweme_id, fetched_at, payload, complete_fetched_at, complete_payload), payloads as JSON text
+# (UTF-8 bytes where they are streamed, see `_stream`).
+StoredRow = tuple[int, datetime, str | bytes, datetime | None, str | bytes | None]
 # What a range did: its counts, and (aweme_id, reason) of each payload that is not a work.
 RangeDone = tuple[Counter[str], list[tuple[int, str]]]
 
@@ -158,9 +162,7 @@ def reprocess_range(
     counts, not_works = into if into is not None else (Counter(), [])
     query = _payloads().where(table(RawPayload).c.aweme_id.between(first, last))
     with engine.connect() as reading:
-        streamed = reading.execution_options(stream_results=True, yield_per=batch_size)
-        for part in streamed.execute(_stored(query, stale_only=stale_only)).partitions():
-            batch: list[StoredRow] = [(r[0], r[1], r[2], r[3], r[4]) for r in part]
+        for batch in _stream(reading, _stored(query, stale_only=stale_only), batch_size):
             batch_not_works: list[tuple[int, str]] = []
             works = flatten_stored(batch, batch_not_works)
             batch_counts: Counter[str] = Counter()
@@ -169,6 +171,31 @@ def reprocess_range(
             counts.update(batch_counts)
             not_works += batch_not_works
     return counts, not_works
+
+
+class _Utf8Bytes(Loader):
+    """A text column as the server sent it, UTF-8 bytes: orjson reads bytes faster than a str
+    (~50 against ~70 µs for a 30 KB payload), and psycopg no longer decodes every payload into
+    a str that orjson would encode again (~15 against ~25 µs)."""
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
+
+
+def _stream(reading: Connection, query: Select[Any], batch_size: int) -> Iterator[list[StoredRow]]:
+    """The query's rows, `batch_size` at a time, from a server-side cursor of the driver (a
+    per-cursor loader is not reachable through SQLAlchemy's), text columns as UTF-8 bytes when
+    the connection's encoding is UTF-8 (else as str, which `decode` reads as well)."""
+    compiled = query.compile(dialect=reading.dialect)
+    driver = reading.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    with driver.cursor(name="reprocess_payloads") as cursor:
+        if driver.info.encoding == "utf-8":
+            cursor.adapters.register_loader("text", _Utf8Bytes)
+        cursor.itersize = batch_size
+        cursor.execute(str(compiled), compiled.params)
+        while rows := cursor.fetchmany(batch_size):
+            yield [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 def reprocess_batch(
@@ -228,7 +255,7 @@ def flatten_stored(batch: Sequence[StoredRow], not_works: list[tuple[int, str]])
     return works
 
 
-def decode(text: str) -> Any:
+def decode(text: str | bytes) -> Any:
     """JSON text from PostgreSQL to Python values, exactly as `json.loads` reads it (which is
     what psycopg uses for JSONB), at orjson's speed. orjson refuses some documents `json`
     reads (nesting deeper than 1024) and reads integers beyond 64 bits as floats: those go
