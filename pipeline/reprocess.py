@@ -9,20 +9,26 @@ older flattener loaded (the payloads themselves are not touched, not even re-sen
 At read speed, on every core:
 
     this process: a server-side cursor over the ids cuts them into ranges of 2,000
-    └► pool (one process per core), per range: stream its payloads as JSON text (server-side
+    └► this process and one spawned helper per other core take the ranges in turn (one shared
+       counter), per range: stream its payloads as the server's UTF-8 text (server-side
        cursor, `batch_size` rows at a time) ──► orjson + flatten ──► merge, one transaction
-       per batch ──► counts back to this process, which keeps the heartbeat and the record
+       per batch; this process keeps the heartbeat and the record, the helpers report back
 
-- payloads are read as JSONB text and decoded with orjson (`json` for what orjson refuses,
-  e.g. integers beyond 64 bits): psycopg's JSONB loader runs `json.loads`, ~70 µs for a 27 KB
-  payload against ~48 µs for orjson plus that check;
+- payloads are read as JSONB text, as bytes, and decoded with orjson (`json` for what orjson
+  refuses or reads otherwise, e.g. integers beyond 64 bits): psycopg's JSONB loader runs
+  `json.loads`, ~70 µs for a 27 KB payload against ~48 µs for orjson plus that check;
 - decoding, flatten and the merge's Python side are CPU work under one interpreter lock, so
   they run in processes, not threads; each process merges what it flattened, because sending
   the flattened rows back to one merging process costs it almost as much to unpickle
   (~0.25 ms per work, measured) as decoding and flattening them (~0.35 ms);
-- memory is bounded by the batches in flight (a few per process), whatever the table holds;
-- a crash keeps the batches already committed; Ctrl-C stops after the ranges in flight.
-A small run (under two ranges per process) works in this process: a pool would cost more.
+- this process works too: a helper costs ~0.5 s of CPU to start (imports), and ranges taken
+  from a shared counter keep every process busy until the last one (ranges handed out ahead
+  left one process idle at the end of a run while the other finished its queue);
+- memory is bounded by the batches in flight (one per process), whatever the table holds;
+- a crash keeps the batches already committed, and the record counts them; Ctrl-C stops
+  this process at once and the helpers after the range each is on.
+A small run (under two ranges per process) works in this process alone: a helper would cost
+more than it saves.
 """
 
 from __future__ import annotations
@@ -95,8 +101,9 @@ def reprocess(
 ) -> Counter[str]:
     """Flatten every stored payload again (`stale_only`: those loaded by an older flattener)
     and merge it in; one transaction per batch, so a crash keeps the batches already done.
-    `workers`: processes (default: one per core), used when there are at least two ranges of
-    `range_size` payloads per process (starting one costs ~0.5 s of imports)."""
+    `workers`: processes, this one included (default: one per core), used when there are at
+    least two ranges of `range_size` payloads per process (starting one costs ~0.5 s of
+    imports)."""
     counts: Counter[str] = Counter()
     with engine.begin() as conn:
         run_id = start_run(conn, "reprocess", {"batch_size": batch_size, "stale": stale_only})
