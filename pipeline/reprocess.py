@@ -435,6 +435,8 @@ def _help(
             first, last = ranges[i]
             reprocess_range(engine, first, last, batch_size, stale_only=stale_only, into=dones[-1])
     except Exception as exc:  # handed to the parent, with what was committed
+        with _taken.get_lock():
+            _taken.value = len(ranges)  # nobody takes another range: the run is failing
         return dones, exc
     finally:
         engine.dispose()
