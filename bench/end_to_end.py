@@ -194,7 +194,11 @@ def run(
     results: list[Result] = []
     rss: dict[int, float] = {}
     ratios: list[str] = []
-    create_database(server_url, TEMPLATE_DB).dispose()
+    eng = create_database(server_url, TEMPLATE_DB)
+    if os.environ.get("BENCH_RAW_STORAGE"):
+        with eng.begin() as c:
+            c.execute(text(f"ALTER TABLE raw_payloads ALTER COLUMN payload SET STORAGE {os.environ['BENCH_RAW_STORAGE']}"))
+    eng.dispose()
     try:
         for fake in fakes:
             with FAKES[fake]() as base, tempfile.TemporaryDirectory() as tmp:

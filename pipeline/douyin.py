@@ -11,10 +11,12 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
+from pipeline.rows import Utf8Text
 from pipeline.upstream.decode import Reading
 
 # --- text -------------------------------------------------------------------------------------
@@ -36,9 +38,14 @@ def clean_text(text: str) -> str:
 
 def clean_label(text: str) -> str:
     """A one-line name (hashtag, nickname, title): `clean_text`, without control characters
-    (ESC, DEL, C1, line breaks), stripped of surrounding white space."""
+    (ESC, DEL, C1, line breaks) nor U+FFFD, stripped of surrounding white space. A NUL is
+    dropped like any control character; the stored raw payload holds U+FFFD in its place
+    (PostgreSQL cannot store a NUL), so U+FFFD is dropped too: a reprocess reads from that
+    payload the name the first load stored."""
     if not text.isprintable():
         text = "".join(c for c in text if unicodedata.category(c) != "Cc")
+    if "\ufffd" in text:
+        text = text.replace("\ufffd", "")
     return clean_text(text).strip()
 
 
@@ -48,14 +55,28 @@ def utf16_to_index(text: str, units: int) -> int | None:
     surrogate pair. PostgreSQL's `substring` counts code points, so this is what is stored."""
     if units < 0:
         return None
+    table = _unit_table(text)
+    if table is None:  # no character beyond the BMP: one unit per code point
+        return units if units <= len(text) else None
+    return table.get(units)
+
+
+@lru_cache(maxsize=16)
+def _unit_table(text: str) -> dict[int, int] | None:
+    """UTF-16 offset -> code-point index for a text with characters beyond the BMP (emoji),
+    built once per caption (every hashtag and mention of a work has two offsets into it)."""
+    if not _ASTRAL.search(text):
+        return None
+    table: dict[int, int] = {}
     seen = 0
     for index, char in enumerate(text):
-        if seen == units:
-            return index
-        if seen > units:
-            return None
+        table[seen] = index
         seen += 2 if ord(char) > 0xFFFF else 1
-    return len(text) if seen == units else None
+    table[seen] = len(text)
+    return table
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
 # --- ids and times ----------------------------------------------------------------------------
@@ -139,7 +160,7 @@ def _escape(match: re.Match[bytes]) -> bytes:
     return b"?"  # a lone surrogate -> "?", as `clean_text`
 
 
-def received_text(body: bytes, reading: Reading) -> str | None:
+def received_text(body: bytes, reading: Reading) -> Utf8Text | None:
     """The body's JSON text as received, cleaned as `clean_json` cleans the decoded value, or
     None when only the decoded value can be stored faithfully (then `json_text` encodes it).
 
@@ -157,10 +178,10 @@ def received_text(body: bytes, reading: Reading) -> str | None:
         body = body[len(_UTF8_BOM) :]
     if b"\\" in body and _SUSPECT.search(body) is not None:
         body = _ESCAPE.sub(_escape, body)
-    return body.decode()
+    return Utf8Text(body)  # valid UTF-8: orjson read it
 
 
-def json_text(value: Any) -> str:
+def json_text(value: Any) -> str | Utf8Text:
     """A decoded JSON value as JSON text for a JSONB parameter, cleaned as `clean_json` cleans
     it (the same JSONB value as `json.dumps(clean_json(value))`, numbers included).
 
@@ -172,5 +193,5 @@ def json_text(value: Any) -> str:
     except (TypeError, ValueError):  # orjson.JSONEncodeError: a lone surrogate, an odd type
         return json.dumps(clean_json(value))
     if _NUL_ESCAPE in encoded:
-        return orjson.dumps(clean_json(value)).decode()
-    return encoded.decode()
+        return Utf8Text(orjson.dumps(clean_json(value)))
+    return Utf8Text(encoded)  # sent as the UTF-8 bytes they are (see `Utf8Text`)

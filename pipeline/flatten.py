@@ -18,7 +18,6 @@ Coercion rules, applied everywhere:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -47,6 +46,7 @@ from pipeline.rows import (
     StatsRow,
     WorkRow,
 )
+from pipeline.upstream.decode import loads_as_json
 
 __all__ = [
     "AuthorRow",
@@ -422,8 +422,8 @@ def _json_object(value: object) -> Mapping[str, Any]:
     if not isinstance(value, str) or not value.startswith("{"):
         return _obj(value)
     try:
-        return _obj(json.loads(value))
-    except ValueError:  # RecursionError included: a string is no trusted document either
+        return _obj(loads_as_json(value))
+    except (ValueError, RecursionError):  # a string is no trusted document either
         return {}
 
 

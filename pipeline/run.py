@@ -421,12 +421,17 @@ class FetchJob:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.batch_seconds
         while True:
-            timeout = max(0.0, deadline - loop.time())
+            got = True
             try:
-                item = await asyncio.wait_for(self._write_q.get(), timeout)
-            except TimeoutError:
-                pass  # time to flush whatever the batch holds
-            else:
+                # What is already queued is taken at once: `wait_for` costs a task per call.
+                item = self._write_q.get_nowait()
+            except asyncio.QueueEmpty:
+                timeout = max(0.0, deadline - loop.time())
+                try:
+                    item = await asyncio.wait_for(self._write_q.get(), timeout)
+                except TimeoutError:
+                    got = False  # time to flush whatever the batch holds
+            if got:
                 if item is None:
                     await self._flush(batch)
                     return

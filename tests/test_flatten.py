@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.douyin import clean_json, clean_label
 from pipeline.flatten import (
     AuthorRow,
     CategoryRow,
@@ -775,3 +776,34 @@ def test_unknown_text_extra_and_huge_descriptions(
     # Injected entries may repeat a real tag earlier, but never hide one.
     real_tags = {e["hashtag_name"] for e in REAL[name]["text_extra"]}
     assert real_tags <= {h.name for h in flat.hashtags or ()}
+
+
+@pytest.mark.parametrize(
+    ("extra", "place"),
+    [
+        ('{"poi_id": "1", "poi_name": "A", "poi_latitude": 1.5}', ("A", 1.5)),
+        ('{"poi_id": "1", "poi_name": "A", "poi_latitude": 1e400}', ("A", None)),
+        ('{"poi_id": 1' + "0" * 30 + ', "poi_name": "big id"}', None),  # no 64-bit id
+        # A place anchor's `extra` is a JSON document inside a string: nested deeper than the
+        # standard library can read, it is no place (it used to raise RecursionError).
+        ('{"poi_id": "1", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", None),
+    ],
+)
+def test_place_anchor_extra_is_read_like_json_loads(
+    extra: str, place: tuple[str, float | None] | None
+) -> None:
+    payload = _minimal()
+    payload["anchor_info"] = {"type": 2, "extra": extra}
+    flat = flatten(payload, FETCHED)
+    found = None if flat.place is None else (flat.place.name, flat.place.latitude)
+    assert found == place
+
+
+@pytest.mark.parametrize("name", ["tag\x00", "\x00tag\x01\x1b", "t\x00a\ufffdg", "\ud83dtag\x00"])
+def test_a_label_reads_the_same_from_the_stored_payload(name: str) -> None:
+    # The stored raw payload holds U+FFFD where a NUL was (clean_json); the label a reprocess
+    # reads from it must be the label the first load stored (it used to keep the U+FFFD).
+    stored = clean_json(name)
+    assert "\x00" not in stored
+    assert clean_label(stored) == clean_label(name)
+    assert "\ufffd" not in clean_label(name)

@@ -68,3 +68,27 @@ def test_psql_describe_shows_a_comment_on_every_column(db_url: str) -> None:
         description = header.index("Description")
         missing = [r[0] for r in rows if not r[description].strip()]
         assert not missing, f"{relation}: columns without a comment: {missing}"
+
+
+def test_raw_payloads_are_stored_without_pglz(db_url: str) -> None:
+    """Migration 0010: lz4 where the server has it, else uncompressed; downgrade restores the
+    defaults (pglz, EXTENDED)."""
+    query = text(
+        "SELECT attname, attstorage, attcompression FROM pg_attribute"
+        " WHERE attrelid = 'raw_payloads'::regclass AND attname IN ('payload', 'complete_payload')"
+    )
+    lz4_query = text("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
+    engine: Engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            lz4 = "lz4" in conn.execute(lz4_query).scalar_one()
+            stored = {r.attname: (r.attstorage, r.attcompression) for r in conn.execute(query)}
+        expected = ("x", "l") if lz4 else ("e", "")
+        assert stored == {"payload": expected, "complete_payload": expected}
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0009")
+        with engine.connect() as conn:
+            stored = {r.attname: (r.attstorage, r.attcompression) for r in conn.execute(query)}
+        assert stored == {"payload": ("x", ""), "complete_payload": ("x", "")}
+    finally:
+        engine.dispose()

@@ -203,3 +203,35 @@ async def test_departures_without_restamp_can_break_the_window() -> None:
 
     await asyncio.gather(*(worker() for _ in range(8)))
     assert max_in_window(left, 1.0 - 1e-9) > 10
+
+
+@pytest.mark.parametrize("rate", [1, 5, 10])
+async def test_try_acquire_mixed_with_waiters_keeps_the_rate(rate: int) -> None:
+    # The client takes a free turn without waiting (`try_acquire`) and waits otherwise: mixed
+    # with waiting acquirers, no window may exceed the rate, and the waiters still get turns.
+    clock = FakeClock()
+    limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep)
+    starts: list[float] = []
+    waited: list[float] = []
+    duration = 20.0
+
+    async def eager() -> None:
+        while clock.now < duration:
+            started = limiter.try_acquire()
+            if started is None:
+                started = await limiter.acquire()
+                waited.append(started)
+            if started >= duration:
+                return
+            assert started == clock.now
+            starts.append(started)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(eager() for _ in range(6)))
+    assert max_in_window(starts, 1.0) <= rate
+    assert len(starts) >= 0.9 * rate * duration
+    assert waited  # the rate was reached: some turns had to be waited for
+    limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep)
+    free = [limiter.try_acquire() for _ in range(rate + 1)]
+    assert free[:rate] == [clock.now] * rate
+    assert free[rate] is None  # no burst beyond the rate

@@ -1,0 +1,3 @@
+"""PostgreSQL: schema, loading, bookkeeping."""
+
+from pipeline.db import params as params  # registers the `Utf8Text` dumper with psycopg

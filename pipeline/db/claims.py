@@ -31,15 +31,16 @@ from sqlalchemy import (
     Engine,
     Row,
     Table,
+    any_,
     delete,
     func,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pipeline.db.outage import first_line
+from pipeline.db.params import ids_param, insert_recordset, recordset_param, texts_param
 from pipeline.db.tracking import LinkClaim, WorkClaim
 
 log = logging.getLogger(__name__)
@@ -162,16 +163,18 @@ def settle_works(
     if done:
         conn.execute(
             delete(_work_claims).where(
-                _work_claims.c.aweme_id.in_(sorted(set(done))), _work_claims.c.run_id == run_id
-            )
+                _work_claims.c.aweme_id == any_(ids_param("ids")), _work_claims.c.run_id == run_id
+            ),
+            {"ids": sorted(set(done))},
         )
     if failed:
         conn.execute(
             update(_work_claims)
             .where(
-                _work_claims.c.aweme_id.in_(sorted(set(failed))), _work_claims.c.run_id == run_id
+                _work_claims.c.aweme_id == any_(ids_param("ids")), _work_claims.c.run_id == run_id
             )
-            .values(run_id=None, lease_until=lease_end(rest))
+            .values(run_id=None, lease_until=lease_end(rest)),
+            {"ids": sorted(set(failed))},
         )
 
 
@@ -184,7 +187,7 @@ def claim_links(conn: Connection, run_id: int, keys: Collection[str], lease: tim
     overlapping sets wait on each other in one order and never deadlock."""
     if not keys:
         return set()
-    insert = pg_insert(_link_claims)
+    insert = insert_recordset(_link_claims, ("link_key", "run_id", "lease_until"))
     stmt = insert.on_conflict_do_update(
         index_elements=[_link_claims.c.link_key],
         set_={"run_id": insert.excluded.run_id, "lease_until": insert.excluded.lease_until},
@@ -196,7 +199,7 @@ def claim_links(conn: Connection, run_id: int, keys: Collection[str], lease: tim
     ).returning(_link_claims.c.link_key)
     until = conn.execute(select(lease_end(lease))).scalar_one()
     rows = [{"link_key": k, "run_id": run_id, "lease_until": until} for k in sorted(set(keys))]
-    return set(conn.execute(stmt, rows).scalars())
+    return set(conn.execute(stmt, recordset_param(rows)).scalars())
 
 
 def settle_links(conn: Connection, run_id: int, keys: Collection[str]) -> None:
@@ -204,6 +207,8 @@ def settle_links(conn: Connection, run_id: int, keys: Collection[str]) -> None:
     if keys:
         conn.execute(
             delete(_link_claims).where(
-                _link_claims.c.link_key.in_(sorted(set(keys))), _link_claims.c.run_id == run_id
-            )
+                _link_claims.c.link_key == any_(texts_param("keys")),
+                _link_claims.c.run_id == run_id,
+            ),
+            {"keys": sorted(set(keys))},
         )

@@ -522,7 +522,12 @@ class RawPayload(Base):
     )
     fetched_at: Mapped[datetime] = mapped_column(comment="When this payload was fetched.")
     payload: Mapped[dict[str, Any]] = mapped_column(
-        JSONB, comment="aweme_detail exactly as received (NUL characters removed)."
+        JSONB,
+        comment=(
+            "aweme_detail exactly as received (a NUL character or a lone surrogate, which "
+            "PostgreSQL cannot store, replaced by U+FFFD). Compressed with lz4 where the server "
+            "has it, else stored uncompressed (docs/schema.md)."
+        ),
     )
     is_complete: Mapped[bool] = mapped_column(
         Boolean,

@@ -133,7 +133,7 @@ def store(conn: Connection, works: Sequence[FlatWork]) -> None:
         row = {
             "aweme_id": w.work.aweme_id,
             "fetched_at": w.work.fetched_at,
-            "payload": raw.text,
+            "payload": raw.data,
             "path": list(raw.path),
             "is_complete": w.complete,
         }

@@ -9,10 +9,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, and_, case, false, func, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Table,
+    and_,
+    any_,
+    case,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pipeline.db.models import Work
+from pipeline.db.params import ids_param, insert_recordset, recordset_param, texts_param
 from pipeline.db.tracking import IngestRun, LinkOutcome, RunStatus, ShareLinkRecord
 from pipeline.douyin import UNKNOWN_GONE_REASON
 
@@ -205,7 +219,7 @@ def record_links(
     if not records:
         return
     latest: dict[str, LinkRecord] = {r.link_key: r for r in records}
-    stmt = pg_insert(ShareLinkRecord)
+    stmt = insert_recordset(_links, _LINK_COLUMNS)
     stmt = stmt.on_conflict_do_update(
         index_elements=[ShareLinkRecord.link_key],
         set_={
@@ -220,10 +234,8 @@ def record_links(
             "last_run_id": stmt.excluded.last_run_id,
         },
     )
-    conn.execute(
-        stmt,
-        [_link_row(run_id, latest[k], latest[k].link_key in retryable) for k in sorted(latest)],
-    )
+    rows = [_link_row(run_id, latest[k], latest[k].link_key in retryable) for k in sorted(latest)]
+    conn.execute(stmt, recordset_param(rows))
 
 
 def record_skipped_links(conn: Connection, run_id: int, records: Sequence[LinkRecord]) -> None:
@@ -234,7 +246,7 @@ def record_skipped_links(conn: Connection, run_id: int, records: Sequence[LinkRe
     if not records:
         return
     latest: dict[str, LinkRecord] = {r.link_key: r for r in records}
-    stmt = pg_insert(ShareLinkRecord)
+    stmt = insert_recordset(_links, _LINK_COLUMNS)
     stmt = stmt.on_conflict_do_update(
         index_elements=[ShareLinkRecord.link_key],
         set_={
@@ -244,7 +256,13 @@ def record_skipped_links(conn: Connection, run_id: int, records: Sequence[LinkRe
             "last_run_id": stmt.excluded.last_run_id,
         },
     )
-    conn.execute(stmt, [_link_row(run_id, latest[k]) for k in sorted(latest)])
+    conn.execute(stmt, recordset_param([_link_row(run_id, latest[k]) for k in sorted(latest)]))
+
+
+_LINK_COLUMNS = (
+    "link_key", "url", "aweme_id", "last_outcome", "last_reason", "retryable", "attempts",
+    "source", "last_run_id",
+)  # fmt: skip
 
 
 def _link_row(run_id: int, r: LinkRecord, retryable: bool = False) -> dict[str, Any]:
@@ -277,14 +295,15 @@ def resolve_through_other_links(conn: Connection, aweme_ids: Sequence[int]) -> l
         conn.execute(
             update(_links)
             .where(
-                _links.c.aweme_id.in_(sorted(set(aweme_ids))),
+                _links.c.aweme_id == any_(ids_param("ids")),
                 _links.c.last_outcome == LinkOutcome.FAILED,
                 available,
             )
             .values(
                 last_outcome=LinkOutcome.LOADED, last_reason=RESOLVED_ELSEWHERE, retryable=False
             )
-            .returning(_links.c.link_key, _links.c.last_run_id)
+            .returning(_links.c.link_key, _links.c.last_run_id),
+            {"ids": sorted(set(aweme_ids))},
         )
     )
 
@@ -304,7 +323,8 @@ def known_links(
     settled_rows = conn.execute(
         select(
             _links.c.link_key, _links.c.aweme_id, _links.c.last_outcome, _links.c.last_reason
-        ).where(_links.c.link_key.in_(list(keys)), settled)
+        ).where(_links.c.link_key == any_(texts_param("keys")), settled),
+        {"keys": list(keys)},
     ).all()
     link_rows = conn.execute(
         select(
@@ -317,14 +337,19 @@ def known_links(
         )
         .select_from(_links.outerjoin(works, works.c.aweme_id == _links.c.aweme_id))
         .where(
-            or_(_links.c.link_key.in_(list(keys)), _links.c.aweme_id.in_(list(aweme_ids))),
+            or_(
+                _links.c.link_key == any_(texts_param("keys")),
+                _links.c.aweme_id == any_(ids_param("ids")),
+            ),
             _links.c.last_outcome.in_((LinkOutcome.LOADED, LinkOutcome.GONE)),
-        )
+        ),
+        {"keys": list(keys), "ids": list(aweme_ids)},
     ).all()
     work_rows = conn.execute(
         select(works.c.aweme_id, works.c.gone_at, works.c.gone_reason).where(
-            works.c.aweme_id.in_(list(aweme_ids))
-        )
+            works.c.aweme_id == any_(ids_param("ids"))
+        ),
+        {"ids": list(aweme_ids)},
     ).all()
     known: dict[str, KnownFate] = {
         r.link_key: KnownFate(r.aweme_id, LinkOutcome(r.last_outcome), r.last_reason)
@@ -384,9 +409,10 @@ def rejected_before(conn: Connection, run_id: int, keys: Sequence[str]) -> set[s
         return set()
     rows = conn.execute(
         select(_links.c.link_key).where(
-            _links.c.link_key.in_(sorted(set(keys))),
+            _links.c.link_key == any_(texts_param("keys")),
             _links.c.last_outcome == LinkOutcome.INVALID,
             _links.c.last_run_id != run_id,
-        )
+        ),
+        {"keys": sorted(set(keys))},
     )
     return set(rows.scalars())

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import BigInteger, Connection, Table, Text, bindparam, func, select, update
+from sqlalchemy import BigInteger, Connection, Table, Text, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.dml import Update
 
 from pipeline.db.models import Work
+from pipeline.db.params import ids_param, recordset, recordset_param
 from pipeline.douyin import canonical_gone_reason
 from pipeline.rows import FlatWork
 from pipeline.schedule import next_check_at
@@ -39,22 +41,30 @@ def mark_fetched(conn: Connection, works: Sequence[FlatWork]) -> None:
         published = work.created_at or work.created_at_from_id
         rows.append(
             {
-                "b_id": aweme_id,
-                "b_at": work.fetched_at,
-                "b_next": next_check_at(work.fetched_at, published),
+                "aweme_id": aweme_id,
+                "last_fetched_at": work.fetched_at,
+                "next_check_at": next_check_at(work.fetched_at, published),
             }
         )
-    conn.execute(
+    conn.execute(_MARK_FETCHED, recordset_param(rows))
+
+
+def _mark_fetched() -> Update:
+    # One statement per batch (the rows as one JSON text), not one UPDATE per work.
+    given = recordset(_WORKS, ("aweme_id", "last_fetched_at", "next_check_at")).subquery()
+    return (
         update(_WORKS)
-        .where(_WORKS.c.aweme_id == bindparam("b_id"))
+        .where(_WORKS.c.aweme_id == given.c.aweme_id)
         .values(
-            last_fetched_at=bindparam("b_at"),
-            next_check_at=bindparam("b_next"),
+            last_fetched_at=given.c.last_fetched_at,
+            next_check_at=given.c.next_check_at,
             gone_at=None,
             gone_reason=None,
-        ),
-        rows,
+        )
     )
+
+
+_MARK_FETCHED = _mark_fetched()
 
 
 def mark_gone(conn: Connection, works: Sequence[tuple[int, str]], at: datetime) -> None:
@@ -86,6 +96,7 @@ def reschedule(conn: Connection, aweme_ids: Sequence[int], at: datetime) -> None
     if aweme_ids:
         conn.execute(
             update(_WORKS)
-            .where(_WORKS.c.aweme_id.in_(sorted(set(aweme_ids))))
-            .values(next_check_at=at)
+            .where(_WORKS.c.aweme_id == any_(ids_param("ids")))
+            .values(next_check_at=at),
+            {"ids": sorted(set(aweme_ids))},
         )

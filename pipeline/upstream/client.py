@@ -397,6 +397,13 @@ class UpstreamClient:
     async def _turn(self) -> float:
         """Wait for the rate limiter's turn, or for a stop: a run stopped while throttled
         must not wait out every queued request's turn at the lowered rate first."""
+        if (
+            self.service_stop is None
+            and isinstance(self.limiter, RateLimiter)
+            and (granted := self.limiter.try_acquire()) is not None
+        ):
+            self.stats.request_started(granted)
+            return granted  # sent right after this, with no await in between
         if self.service_stop is None:
             turn = asyncio.ensure_future(self.limiter.acquire())
             stopped = asyncio.ensure_future(self._stopped.wait())
@@ -426,6 +433,8 @@ class UpstreamClient:
         A capped buffer then `json.loads` is simpler than streaming with ijson: bodies are a
         few hundred KB, the cap bounds memory, and classification needs the whole document.
         """
+        # Content-Length counts the bytes on the wire: a compressed body can decompress to far
+        # more, so the cap is checked on what is read, chunk by chunk, never trusted to it.
         if resp.content_length is not None and resp.content_length > self.max_body_bytes:
             return None
         body = bytearray()
