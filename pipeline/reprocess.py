@@ -34,7 +34,6 @@ more than it saves.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
@@ -48,7 +47,6 @@ from datetime import datetime
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
@@ -77,6 +75,7 @@ from pipeline.db.runs import HEARTBEAT_INTERVAL, beat, finish_run, start_run
 from pipeline.db.tracking import RunStatus
 from pipeline.flatten import FlatWork, NotAWork, flatten
 from pipeline.runtime import settle_gc
+from pipeline.upstream.decode import loads_as_json
 
 log = logging.getLogger(__name__)
 
@@ -264,34 +263,8 @@ def flatten_stored(batch: Sequence[StoredRow], not_works: list[tuple[int, str]])
 
 def decode(text: str | bytes) -> Any:
     """JSON text from PostgreSQL to Python values, exactly as `json.loads` reads it (which is
-    what psycopg uses for JSONB), at orjson's speed. orjson refuses some documents `json`
-    reads (nesting deeper than 1024) and reads integers beyond 64 bits as floats: those go
-    through `json` (a float outside the 64-bit range is the sign; real payloads have none)."""
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-    return json.loads(text) if _huge_float(doc) else doc
-
-
-_FLOAT_LOW, _FLOAT_HIGH = -(2.0**63), 2.0**64
-
-
-def _huge_float(node: Any) -> bool:
-    """Whether a float outside the 64-bit integer range is anywhere in the document (a walk
-    by exact type: a decoded document holds only dict, list, str, int, float, bool, None)."""
-    if type(node) is not dict and type(node) is not list:
-        return type(node) is float and not _FLOAT_LOW < node < _FLOAT_HIGH
-    stack = [node]
-    while stack:
-        container = stack.pop()
-        for child in container.values() if type(container) is dict else container:
-            kind = type(child)
-            if kind is dict or kind is list:
-                stack.append(child)
-            elif kind is float and not _FLOAT_LOW < child < _FLOAT_HIGH:
-                return True
-    return False
+    what psycopg uses for JSONB), at orjson's speed (`loads_as_json`)."""
+    return loads_as_json(text)
 
 
 def merge_batch(
