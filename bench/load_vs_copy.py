@@ -1,7 +1,13 @@
 """The loader against its floor and its straw man: `load_works` vs a COPY of the very rows it
 wrote vs a naive per-work ORM load (select-then-insert, commit per work), side by side.
 
-N generated works (`make_aweme_detail`, flattened before timing) go, in transactions of 200:
+N generated works go, in transactions of 200. They are built as `ingest` builds them, before
+timing: each work's body is encoded as the fake upstream serves it (the seed contract's
+envelope, `{"code": 0, "message": "success", "data": {aweme_detail, log_pb, status_code}}`), read
+by the real contract (`SeedContract.classify`: orjson decode, received text) and flattened, the
+received text standing in for the decoded payload (`pipeline.run.outcome_record`); a body that
+holds a float goes the decoded way (`json_text` at load time), as in production. How many works
+took each way is printed.
 
 - **ours**: `pipeline.db.load.load_works` into a fresh database;
 - **COPY**: the rows the loader wrote (every table, `raw_payloads` included), extracted from
@@ -11,16 +17,22 @@ N generated works (`make_aweme_detail`, flattened before timing) go, in transact
   row by key, `add` it or set its attributes, commit. The same rows as COPY. It is slow, so it
   loads only the first `--naive-works` works; works/s are compared.
 
+Client CPU (this process) and PostgreSQL CPU (the server's processes) per work are printed
+for each timed run: the protocol is synchronous where a result is awaited, so their sum bounds
+the throughput on this machine.
+
     python -m bench.load_vs_copy --works 2000 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,11 +40,22 @@ from psycopg import sql
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from bench.common import Result, create_database, drop_database, median, pg_server, print_results
+from bench.common import (
+    Result,
+    create_database,
+    drop_database,
+    median,
+    pg_server,
+    postgres_cpu_s,
+    print_results,
+)
 from pipeline.db import models
 from pipeline.db.load import load_works
 from pipeline.flatten import FlatWork, flatten
-from pipeline.testing.payloads import make_aweme_detail, sample_aweme_ids
+from pipeline.rows import JsonText
+from pipeline.runtime import steady_gc
+from pipeline.testing.payloads import make_detail_data, sample_aweme_ids
+from pipeline.upstream.contracts import SeedContract
 
 SEED = 9
 FETCHED_AT = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -81,11 +104,30 @@ class Rows:
     per_work: list[list[tuple[type[Any], dict[str, Any]]]] = field(default_factory=list)
 
 
+def body_of(aweme_id: int) -> bytes:
+    """The body the fake upstream's seed contract serves for this work (its `_json`)."""
+    data = make_detail_data(aweme_id, seed=SEED, sim_t=0.0)
+    envelope = {"code": 0, "message": "success", "data": data}
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def make_works(n: int) -> list[FlatWork]:
-    return [
-        flatten(make_aweme_detail(aweme_id, seed=SEED, sim_t=0.0), FETCHED_AT + timedelta(i))
-        for i, aweme_id in enumerate(sample_aweme_ids(n, seed=SEED))
-    ]
+    """The works `ingest` would hand the loader for these bodies (`outcome_record`)."""
+    contract = SeedContract()
+    works = []
+    for i, aweme_id in enumerate(sample_aweme_ids(n, seed=SEED)):
+        read = contract.classify(200, body_of(aweme_id), {})
+        assert read.detail is not None, read
+        work = flatten(read.detail, FETCHED_AT + timedelta(i))
+        if read.payload is not None:
+            work = replace(work, raw=read.payload)
+        works.append(work)
+    return works
+
+
+def paths(works: Sequence[FlatWork]) -> str:
+    received = sum(1 for w in works if isinstance(w.raw, JsonText))
+    return f"{received:,} as received text, {len(works) - received:,} decoded (a float)"
 
 
 def load_ours(engine: Engine, works: Sequence[FlatWork], batch: int) -> float:
@@ -208,34 +250,43 @@ def count(engine: Engine) -> dict[str, int]:
 def run(server_url: str, n: int, batch: int, naive_n: int, repeat: int) -> list[Result]:
     started = time.perf_counter()
     works = make_works(n)
-    print(f"generated and flattened {n:,} works in {time.perf_counter() - started:.1f} s")
+    print(f"built {n:,} works in {time.perf_counter() - started:.1f} s: {paths(works)}")
     engines = {name: create_database(server_url, name) for name in (OURS, COPY, NAIVE)}
     try:
         load_ours(engines[OURS], works, batch)
         rows = extract(engines[OURS], works, batch, naive_n)
         expected = count(engines[OURS])
         times: dict[str, list[float]] = {"ours": [], "copy": [], "naive": []}
+        cpu: dict[str, list[tuple[float, float]]] = {"ours": [], "copy": [], "naive": []}
         arms = {
             "ours": lambda: load_ours(engines[OURS], works, batch),
             "copy": lambda: load_copy(engines[COPY], rows),
             "naive": lambda: load_naive(engines[NAIVE], rows),
         }
-        for i in range(repeat):
-            names = list(arms)
-            names = names[i % 3 :] + names[: i % 3]
-            for name in names:
-                engine = engines[{"ours": OURS, "copy": COPY, "naive": NAIVE}[name]]
-                empty(engine)
-                times[name].append(arms[name]())
-            if i == 0:  # the work happened: the same rows in every database
-                assert count(engines[OURS]) == expected
-                assert count(engines[COPY]) == expected, (count(engines[COPY]), expected)
-            print(
-                f"run {i + 1}: ours {n / times['ours'][-1]:,.0f} works/s, COPY "
-                f"{n / times['copy'][-1]:,.0f} works/s, naive {naive_n / times['naive'][-1]:,.0f}"
-                " works/s",
-                flush=True,
-            )
+        len_of = {"ours": n, "copy": n, "naive": naive_n}
+        with steady_gc():  # the collector settings `ingest` runs with (pipeline.runtime)
+            for i in range(repeat):
+                names = list(arms)
+                names = names[i % 3 :] + names[: i % 3]
+                for name in names:
+                    engine = engines[{"ours": OURS, "copy": COPY, "naive": NAIVE}[name]]
+                    empty(engine)
+                    client, server = time.process_time(), postgres_cpu_s(server_url)
+                    times[name].append(arms[name]())
+                    server_after = postgres_cpu_s(server_url)
+                    spent = server_after - server if server is not None and server_after else 0.0
+                    cpu[name].append((time.process_time() - client, spent))
+                if i == 0:  # the work happened: the same rows in every database
+                    assert count(engines[OURS]) == expected
+                    assert count(engines[COPY]) == expected, (count(engines[COPY]), expected)
+                rate = {name: len_of[name] / times[name][-1] for name in arms}
+                print(
+                    f"run {i + 1}: ours {rate['ours']:,.0f} works/s, COPY {rate['copy']:,.0f} "
+                    f"works/s, naive {rate['naive']:,.0f} works/s; CPU ms/work (client + "
+                    "PostgreSQL): ours "
+                    f"{_per_work(cpu['ours'][-1], n)}, COPY {_per_work(cpu['copy'][-1], n)}",
+                    flush=True,
+                )
     finally:
         for name, engine in engines.items():
             engine.dispose()
@@ -245,7 +296,12 @@ def run(server_url: str, n: int, batch: int, naive_n: int, repeat: int) -> list[
     naive = [naive_n / t for t in times["naive"]]
     vs_copy = median([o / c for o, c in zip(ours, copy, strict=True)])
     vs_naive = median([o / v for o, v in zip(ours, naive, strict=True)])
-    print(f"-> load_works / COPY {vs_copy:.2f}; load_works / naive ORM {vs_naive:.1f}x")
+    print(
+        f"-> load_works / COPY {vs_copy:.2f} (runs: "
+        + ", ".join(f"{o / c:.2f}" for o, c in zip(ours, copy, strict=True))
+        + f"); load_works / naive ORM {vs_naive:.1f}x; load average "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
     return [
         Result(
             "load",
@@ -260,6 +316,10 @@ def run(server_url: str, n: int, batch: int, naive_n: int, repeat: int) -> list[
             f"{median(ours):,.0f} vs {median(naive):,.0f} works/s",
         ),
     ]
+
+
+def _per_work(spent: tuple[float, float], n: int) -> str:
+    return f"{spent[0] / n * 1000:.3f} + {spent[1] / n * 1000:.3f}"
 
 
 def main(argv: list[str] | None = None) -> list[Result]:

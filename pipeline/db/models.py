@@ -516,7 +516,9 @@ class RawPayload(Base):
     }
 
     aweme_id: Mapped[int] = mapped_column(
-        ForeignKey("works.aweme_id", ondelete="CASCADE"),
+        # DEFERRABLE: the loader defers the check to commit to send the payloads first
+        # (pipeline.db.load); everyone else has it checked per statement, as before.
+        ForeignKey("works.aweme_id", ondelete="CASCADE", deferrable=True, initially="IMMEDIATE"),
         primary_key=True,
         comment="works.aweme_id.",
     )

@@ -17,10 +17,14 @@ decoded value can say faithfully, that value encoded by `pipeline.douyin.json_te
 path). Both give the same JSONB (tests/test_stored_values.py). One parameter per row, in one
 prepared statement run for every row (psycopg's pipelined executemany): one array of ~40 KB
 texts would be escaped element by element in Python, four times slower (2026-11-30 audit).
+The loader sends them first, from a worker thread (`Sending`), so PostgreSQL parses them
+(most of a first load's server time) while the loader merges the rest of the batch.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cache
@@ -31,6 +35,7 @@ from sqlalchemy import (
     Boolean,
     Connection,
     DateTime,
+    Executable,
     Integer,
     Table,
     Text,
@@ -109,10 +114,12 @@ def _upsert() -> Any:
 _State = tuple[datetime, bool, datetime | None] | None
 
 
-def store(conn: Connection, works: Sequence[FlatWork]) -> None:
-    """Keep the payloads of `works` that are newer, or newer complete ones, than those stored."""
+def pending(conn: Connection, works: Sequence[FlatWork]) -> list[list[FlatWork]]:
+    """The works whose payloads are newer, or newer complete ones, than those stored, in rounds
+    to send one after the other (`send`): a key may appear once per statement, so another
+    payload of one work goes a round later."""
     if not works:
-        return
+        return []
     ids = sorted({w.work.aweme_id for w in works})
     keys = sql_cast(bindparam("ids", ids, type_=ARRAY(BigInteger)), ARRAY(BigInteger))
     stored: dict[int, _State] = {
@@ -123,28 +130,100 @@ def store(conn: Connection, works: Sequence[FlatWork]) -> None:
             ).where(_RAW.c.aweme_id == any_(keys))
         )
     }
-    rounds: list[dict[int, dict[str, Any]]] = []
+    rounds: list[dict[int, FlatWork]] = []
     for w in sorted(works, key=lambda w: (w.work.aweme_id, w.work.fetched_at)):
         state = stored.get(w.work.aweme_id)
         if not _worth_sending(state, w.work.fetched_at, w.complete):
             continue
         stored[w.work.aweme_id] = _after(state, w.work.fetched_at, w.complete)
-        raw = w.raw if isinstance(w.raw, JsonText) else JsonText(json_text(w.raw))
-        row = {
-            "aweme_id": w.work.aweme_id,
-            "fetched_at": w.work.fetched_at,
-            "payload": raw.text,
-            "path": list(raw.path),
-            "is_complete": w.complete,
-        }
-        # A key may appear once per statement: another payload of one work goes a round later.
         free = next((r for r in rounds if w.work.aweme_id not in r), None)
         if free is None:
             free = {}
             rounds.append(free)
-        free[w.work.aweme_id] = row
-    for batch in rounds:
-        conn.execute(_upsert(), [batch[k] for k in sorted(batch)])
+        free[w.work.aweme_id] = w
+    return [[r[k] for k in sorted(r)] for r in rounds]
+
+
+def send(conn: Connection, rounds: Sequence[Sequence[FlatWork]]) -> None:
+    """Upsert the payloads of `pending`'s rounds. Two statements of one round (the payloads as
+    received, then those encoded here by `json_text`) touch different rows."""
+    for works in rounds:
+        received = [w for w in works if isinstance(w.raw, JsonText)]
+        if received:
+            conn.execute(_upsert(), [_row(w, cast(JsonText, w.raw)) for w in received])
+        decoded = [w for w in works if not isinstance(w.raw, JsonText)]
+        if decoded:
+            conn.execute(_upsert(), [_row(w, JsonText(json_text(w.raw))) for w in decoded])
+
+
+class Sending:
+    """`send` on a worker thread, so the caller's thread can prepare the rest of its batch
+    while PostgreSQL parses the payloads (the protocol is synchronous: on one thread, the
+    client's work and the server's add up). `conn` belongs to the worker until `wait`: the
+    caller must not touch it meanwhile. `before` runs first (on the worker, when there is
+    anything to send)."""
+
+    def __init__(
+        self, conn: Connection, rounds: Sequence[Sequence[FlatWork]], *, before: Executable
+    ) -> None:
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if rounds:
+            self._thread = threading.Thread(
+                target=self._run, args=(conn, rounds, before), name="raw-payloads", daemon=True
+            )
+            self._thread.start()
+
+    def _run(
+        self, conn: Connection, rounds: Sequence[Sequence[FlatWork]], before: Executable
+    ) -> None:
+        try:
+            _roomy(conn)
+            conn.execute(before)
+            send(conn, rounds)
+        except BaseException as exc:  # raised in the caller's thread by `wait`
+            self._error = exc
+
+    def wait(self) -> None:
+        """Until the payloads are sent; raises what sending them raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+# Bytes the kernel may hold of what the worker sends (Linux doubles it, and caps it at
+# net.core.wmem_max, 4 MB here; no error where the cap is lower). The worker sends a payload
+# at a time and needs the interpreter lock between sends; with the default ~200 KB (six
+# payloads, ~3 ms of PostgreSQL's parsing) the server starves while the loader's thread holds
+# the lock for its 5 ms switch interval. With room for a whole batch (200 x ~30 KB) it never
+# waits: 0.1 ms/work less for the payloads' part of a batch (bench/README.md).
+_SEND_BUFFER = 4 << 20
+
+
+def _roomy(conn: Connection) -> None:
+    """Give the connection's socket a send buffer of `_SEND_BUFFER` (once per connection)."""
+    pgconn = getattr(conn.connection.driver_connection, "pgconn", None)
+    if pgconn is None:
+        return
+    sock = socket.socket(fileno=pgconn.socket)  # the driver's socket, not a new one
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < _SEND_BUFFER:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+    finally:
+        sock.detach()  # the driver keeps its file descriptor
+
+
+def _row(w: FlatWork, raw: JsonText) -> dict[str, Any]:
+    return {
+        "aweme_id": w.work.aweme_id,
+        "fetched_at": w.work.fetched_at,
+        "payload": raw.text,
+        "path": list(raw.path),
+        "is_complete": w.complete,
+    }
 
 
 def _worth_sending(state: _State, at: datetime, complete: bool) -> bool:
