@@ -49,7 +49,6 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    text,
     true,
     tuple_,
 )
@@ -453,8 +452,7 @@ def load_works(
 
     ties = reprocess
 
-    # 1. Reads, waited for. Only the keys are needed yet: the rows' values are built below,
-    # while PostgreSQL parses the raw payloads.
+    # 1. Reads, all first (only the keys are needed for them).
     keys = {
         _AUTHORS: sorted({w.author.uid for w in works if w.author}),
         _MUSIC: sorted({w.music.music_id for w in works if w.music}),
@@ -481,34 +479,27 @@ def load_works(
     masters = _read_masters(conn, works)
     raw_rounds = [] if reprocess else raw_writer.pending(conn, works)  # reprocess reads them
 
-    # 2. The raw payloads go first, sent by a worker thread on this connection: their JSON is
-    # most of the server's work, and while PostgreSQL parses it the rest of the batch is
-    # merged here, into writes run once the payloads are in (this thread does not touch
-    # `conn` meanwhile). Their foreign key to works is checked at commit (DEFERRED).
-    sending = raw_writer.Sending(conn, raw_rounds, before=_DEFER_RAW_PAYLOADS_FK)
-    try:
-        dimensions, work_candidates = _candidates(works)
-        first = {dim: _merge(dim, looked[dim], dimensions[dim], replace_ties=ties)
-                 for dim in _DIMENSIONS}  # fmt: skip
-        late = {
-            dim: {k for k, r in first[dim].items() if r.written and not r.inserted}
-            for dim in _DIMENSIONS
-        }
-        author_counts = _author_counts(works)
-        changed = _new_snapshots(_AUTHOR_SNAPSHOTS, author_counts, author_latest)
-        late[_AUTHORS].update(r["key"] for r in changed)
-        # New dimension rows first (works point to them), as merged from no row.
-        new_rows = {dim: {k: r for k, r in first[dim].items() if r.inserted} for dim in first}
-        inserts = {dim: _insert_new(dim, new_rows[dim]) for dim in _DIMENSIONS}
-        writes: list[_Write] = []
-        _write_masters(_collect(writes), masters)
-        merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties, children=children)
-        _write_merged(_collect(writes), _WORKS, merged)
-        _write_children(_collect(writes), merged)
-        stats = _new_snapshots(_WORK_STATS, _work_stats(works), stats_latest)
-        snapshots = _append_snapshots(_collect(writes), _WORK_STATS, stats)
-    finally:
-        sending.wait()
+    # 2. The writes, merged from what was read (nothing here reads or waits).
+    dimensions, work_candidates = _candidates(works)
+    first = {dim: _merge(dim, looked[dim], dimensions[dim], replace_ties=ties)
+             for dim in _DIMENSIONS}  # fmt: skip
+    late = {
+        dim: {k for k, r in first[dim].items() if r.written and not r.inserted}
+        for dim in _DIMENSIONS
+    }
+    author_counts = _author_counts(works)
+    changed = _new_snapshots(_AUTHOR_SNAPSHOTS, author_counts, author_latest)
+    late[_AUTHORS].update(r["key"] for r in changed)
+    # New dimension rows first (works point to them), as merged from no row.
+    new_rows = {dim: {k: r for k, r in first[dim].items() if r.inserted} for dim in first}
+    inserts = {dim: _insert_new(dim, new_rows[dim]) for dim in _DIMENSIONS}
+    writes: list[_Write] = []
+    _write_masters(_collect(writes), masters)
+    merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties, children=children)
+    _write_merged(_collect(writes), _WORKS, merged)
+    _write_children(_collect(writes), merged)
+    stats = _new_snapshots(_WORK_STATS, _work_stats(works), stats_latest)
+    snapshots = _append_snapshots(_collect(writes), _WORK_STATS, stats)
 
     # Where another writer's new dimension row got there first, the key joins the existing
     # rows below.
@@ -522,6 +513,7 @@ def load_works(
             new_authors = added
     for statement, params in writes:
         conn.execute(statement, params)
+    raw_writer.send(conn, raw_rounds)  # after works: raw_payloads refers to them
 
     # 3. Last, the existing rows the batch changes: locked (FOR NO KEY UPDATE, in key order)
     # only from here to commit, so another writer of the same authors waits for this short
@@ -567,11 +559,6 @@ def _candidates(
     work_candidates = _group((w.work.aweme_id, Candidate(at(w), _work_values(w))) for w in works)
     dimensions = {_AUTHORS: authors, _MUSIC: music, _COLLECTIONS: collections, _PLACES: places}
     return dimensions, work_candidates
-
-
-# Checked at commit instead of per statement, in the loader's transaction only (migration
-# 0010 made the constraint DEFERRABLE INITIALLY IMMEDIATE): the raw payloads go before works.
-_DEFER_RAW_PAYLOADS_FK = text("SET CONSTRAINTS fk_raw_payloads_aweme_id_works DEFERRED")
 
 
 def _plain(row: Any, spec: MergeSpec) -> Mapping[str, Any]:

@@ -516,9 +516,7 @@ class RawPayload(Base):
     }
 
     aweme_id: Mapped[int] = mapped_column(
-        # DEFERRABLE: the loader defers the check to commit to send the payloads first
-        # (pipeline.db.load); everyone else has it checked per statement, as before.
-        ForeignKey("works.aweme_id", ondelete="CASCADE", deferrable=True, initially="IMMEDIATE"),
+        ForeignKey("works.aweme_id", ondelete="CASCADE"),
         primary_key=True,
         comment="works.aweme_id.",
     )

@@ -17,14 +17,10 @@ decoded value can say faithfully, that value encoded by `pipeline.douyin.json_te
 path). Both give the same JSONB (tests/test_stored_values.py). One parameter per row, in one
 prepared statement run for every row (psycopg's pipelined executemany): one array of ~40 KB
 texts would be escaped element by element in Python, four times slower (2026-11-30 audit).
-The loader sends them first, from a worker thread (`Sending`), so PostgreSQL parses them
-(most of a first load's server time) while the loader merges the rest of the batch.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cache
@@ -35,7 +31,6 @@ from sqlalchemy import (
     Boolean,
     Connection,
     DateTime,
-    Executable,
     Integer,
     Table,
     Text,
@@ -145,78 +140,13 @@ def pending(conn: Connection, works: Sequence[FlatWork]) -> list[list[FlatWork]]
 
 
 def send(conn: Connection, rounds: Sequence[Sequence[FlatWork]]) -> None:
-    """Upsert the payloads of `pending`'s rounds. Two statements of one round (the payloads as
-    received, then those encoded here by `json_text`) touch different rows."""
+    """Upsert the payloads of `pending`'s rounds (each in key order)."""
     for works in rounds:
-        received = [w for w in works if isinstance(w.raw, JsonText)]
-        if received:
-            conn.execute(_upsert(), [_row(w, cast(JsonText, w.raw)) for w in received])
-        decoded = [w for w in works if not isinstance(w.raw, JsonText)]
-        if decoded:
-            conn.execute(_upsert(), [_row(w, JsonText(json_text(w.raw))) for w in decoded])
+        conn.execute(_upsert(), [_row(w) for w in works])
 
 
-class Sending:
-    """`send` on a worker thread, so the caller's thread can prepare the rest of its batch
-    while PostgreSQL parses the payloads (the protocol is synchronous: on one thread, the
-    client's work and the server's add up). `conn` belongs to the worker until `wait`: the
-    caller must not touch it meanwhile. `before` runs first (on the worker, when there is
-    anything to send)."""
-
-    def __init__(
-        self, conn: Connection, rounds: Sequence[Sequence[FlatWork]], *, before: Executable
-    ) -> None:
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if rounds:
-            self._thread = threading.Thread(
-                target=self._run, args=(conn, rounds, before), name="raw-payloads", daemon=True
-            )
-            self._thread.start()
-
-    def _run(
-        self, conn: Connection, rounds: Sequence[Sequence[FlatWork]], before: Executable
-    ) -> None:
-        try:
-            _roomy(conn)
-            conn.execute(before)
-            send(conn, rounds)
-        except BaseException as exc:  # raised in the caller's thread by `wait`
-            self._error = exc
-
-    def wait(self) -> None:
-        """Until the payloads are sent; raises what sending them raised."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-
-# Bytes the kernel may hold of what the worker sends (Linux doubles it, and caps it at
-# net.core.wmem_max, 4 MB here; no error where the cap is lower). The worker sends a payload
-# at a time and needs the interpreter lock between sends; with the default ~200 KB (six
-# payloads, ~3 ms of PostgreSQL's parsing) the server starves while the loader's thread holds
-# the lock for its 5 ms switch interval. With room for a whole batch (200 x ~30 KB) it never
-# waits: 0.1 ms/work less for the payloads' part of a batch (bench/README.md).
-_SEND_BUFFER = 4 << 20
-
-
-def _roomy(conn: Connection) -> None:
-    """Give the connection's socket a send buffer of `_SEND_BUFFER` (once per connection)."""
-    pgconn = getattr(conn.connection.driver_connection, "pgconn", None)
-    if pgconn is None:
-        return
-    sock = socket.socket(fileno=pgconn.socket)  # the driver's socket, not a new one
-    try:
-        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < _SEND_BUFFER:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
-    finally:
-        sock.detach()  # the driver keeps its file descriptor
-
-
-def _row(w: FlatWork, raw: JsonText) -> dict[str, Any]:
+def _row(w: FlatWork) -> dict[str, Any]:
+    raw = w.raw if isinstance(w.raw, JsonText) else JsonText(json_text(w.raw))
     return {
         "aweme_id": w.work.aweme_id,
         "fetched_at": w.work.fetched_at,
