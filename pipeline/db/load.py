@@ -348,7 +348,7 @@ def _read_stored(
     """The stored rows of these keys (absent keys: no row yet); `lock`: locked until commit."""
     if not keys:
         return {}
-    rows = conn.execute(_stored_query(merged, lock), {"keys": list(keys)})
+    rows = conn.execute(_stored_query(merged, lock), {"keys": list(keys)}).all()
     return {row[0]: row for row in rows}
 
 
@@ -587,14 +587,14 @@ def _read_masters(conn: Connection, works: Sequence[FlatWork]) -> _Masters:
     if tags:
         stored_tags = {
             row.name: (row.hashtag_id, row.first_seen_at)
-            for row in conn.execute(_STORED_TAGS, {"names": sorted(tags)})
+            for row in conn.execute(_STORED_TAGS, {"names": sorted(tags)}).all()
         }
     categories = {c.category_id: c for w in works for c in w.categories or ()}
     stored_names = {}
     if categories:
         stored_names = {
             r.category_id: r.name
-            for r in conn.execute(_STORED_CATEGORIES, {"keys": sorted(categories)})
+            for r in conn.execute(_STORED_CATEGORIES, {"keys": sorted(categories)}).all()
         }
     return _Masters(tags, stored_tags, categories, stored_names)
 
@@ -697,7 +697,7 @@ def _read_children(conn: Connection, keys: Sequence[int]) -> dict[int, dict[str,
     for tables in _CHILD_TABLES.values():
         for child in tables:
             rows: dict[int, list[_ChildRow]] = defaultdict(list)
-            for row in conn.execute(_children_query(child), {"keys": list(keys)}):
+            for row in conn.execute(_children_query(child), {"keys": list(keys)}).all():
                 rows[row[0]].append(tuple(row[1:]))
             found[child] = rows
     return {
@@ -885,5 +885,5 @@ def _latest_snapshots(
         return {}
     return {
         row[target.key]: row
-        for row in conn.execute(_latest_query(target), {"keys": list(keys)}).mappings()
+        for row in conn.execute(_latest_query(target), {"keys": list(keys)}).mappings().all()
     }

@@ -109,6 +109,14 @@ def _upsert() -> Any:
 _State = tuple[datetime, bool, datetime | None] | None
 
 
+@cache
+def _stored_states() -> Any:
+    keys = sql_cast(bindparam("ids", type_=ARRAY(BigInteger)), ARRAY(BigInteger))
+    return select(
+        _RAW.c.aweme_id, _RAW.c.fetched_at, _RAW.c.is_complete, _RAW.c.complete_fetched_at
+    ).where(_RAW.c.aweme_id == any_(keys))
+
+
 def pending(conn: Connection, works: Sequence[FlatWork]) -> list[list[FlatWork]]:
     """The works whose payloads are newer, or newer complete ones, than those stored, in rounds
     to send one after the other (`send`): a key may appear once per statement, so another
@@ -116,14 +124,9 @@ def pending(conn: Connection, works: Sequence[FlatWork]) -> list[list[FlatWork]]
     if not works:
         return []
     ids = sorted({w.work.aweme_id for w in works})
-    keys = sql_cast(bindparam("ids", ids, type_=ARRAY(BigInteger)), ARRAY(BigInteger))
     stored: dict[int, _State] = {
         row.aweme_id: (row.fetched_at, row.is_complete, row.complete_fetched_at)
-        for row in conn.execute(
-            select(
-                _RAW.c.aweme_id, _RAW.c.fetched_at, _RAW.c.is_complete, _RAW.c.complete_fetched_at
-            ).where(_RAW.c.aweme_id == any_(keys))
-        )
+        for row in conn.execute(_stored_states(), {"ids": ids}).all()
     }
     rounds: list[dict[int, FlatWork]] = []
     for w in sorted(works, key=lambda w: (w.work.aweme_id, w.work.fetched_at)):
