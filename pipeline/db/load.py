@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -81,18 +81,6 @@ from pipeline.rows import FlatWork
 
 def table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
-
-
-# Runs a write (`Connection.execute`), or keeps it to run later (`_collect`: see load_works).
-_Run = Callable[[Any, Mapping[str, Any]], object]
-_Write = tuple[Any, Mapping[str, Any]]
-
-
-def _collect(writes: list[_Write]) -> _Run:
-    def keep(statement: Any, params: Mapping[str, Any]) -> None:
-        writes.append((statement, params))
-
-    return keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,13 +312,13 @@ def _insert_new_statement(merged: _Merged) -> ReturningInsert[Any]:
     return stmt.returning(t.c[merged.key])
 
 
-def _insert_new(merged: _Merged, rows: Mapping[int, MergedRow]) -> _Write | None:
-    """The insert of these rows (merged from no row) where no row exists yet; its result is
-    the keys inserted. A row another writer is inserting is waited for, and then left to it."""
+def _insert_new(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> set[int]:
+    """Insert these rows (merged from no row) where no row exists yet; returns the keys
+    inserted. A row another writer is inserting is waited for, and then left to it."""
     if not rows:
-        return None
+        return set()
     given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in sorted(rows)]
-    return _insert_new_statement(merged), _given(given)
+    return set(conn.execute(_insert_new_statement(merged), _given(given)).scalars())
 
 
 @cache
@@ -372,7 +360,7 @@ def _merge(
     return result
 
 
-def _write_merged(run: _Run, merged: _Merged, rows: Mapping[int, MergedRow]) -> None:
+def _write_merged(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]) -> None:
     """Upsert the rows whose own columns change (a children value replaced at the same fetch
     time changes only the child rows: `_write_children`)."""
     spec = merged.spec
@@ -382,7 +370,7 @@ def _write_merged(run: _Run, merged: _Merged, rows: Mapping[int, MergedRow]) -> 
         if spec.columns_changed(rows[k])
     ]
     if changed:
-        run(_merged_upsert(merged), _given(changed))
+        conn.execute(_merged_upsert(merged), _given(changed))
 
 
 def _update_locked(
@@ -396,7 +384,7 @@ def _update_locked(
     only on the rows where it changes (Douyin never changes one: in practice, never)."""
     changed = [k for k in sorted(rows) if rows[k].written]
     missing = {k: rows[k] for k in changed if k not in now}  # no row to lock: cannot happen,
-    _write_merged(conn.execute, merged, missing)  # as every late key exists; a safe fallback
+    _write_merged(conn, merged, missing)  # as every late key exists; kept as a safe fallback
     given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in changed if k in now]
     if not given:
         return
@@ -450,99 +438,6 @@ def load_works(
     if not works:
         return LoadResult()
 
-    ties = reprocess
-
-    # 1. Reads, all first (only the keys are needed for them).
-    keys = {
-        _AUTHORS: sorted({w.author.uid for w in works if w.author}),
-        _MUSIC: sorted({w.music.music_id for w in works if w.music}),
-        _COLLECTIONS: sorted({w.collection.mix_id for w in works if w.collection}),
-        _PLACES: sorted({w.place.poi_id for w in works if w.place}),
-    }
-    work_keys = sorted({w.work.aweme_id for w in works})
-    # An unlocked look tells which dimension rows this batch changes. A row it leaves alone is
-    # never locked: the merge only moves facts forward, so what does not change the row as
-    # read does not change any later state of it either.
-    looked = {dim: _read_stored(conn, dim, keys[dim]) for dim in _DIMENSIONS}
-    # An author with no row has no snapshot (author_snapshots refers to authors): not looked up.
-    # (If another writer adds the author meanwhile, the key goes late below anyway.)
-    author_latest = _latest_snapshots(
-        conn, _AUTHOR_SNAPSHOTS, [k for k in keys[_AUTHORS] if k in looked[_AUTHORS]]
-    )
-    _lock(conn, {"works": work_keys})
-    stored_works = _read_stored(conn, _WORKS, work_keys)
-    # A re-flattened children value replaces a stored one of the same fetch time (a tie): the
-    # stored children are read back so that only those that differ are written.
-    children = _read_children(conn, _with_children(stored_works)) if ties else {}
-    # A work new to the table has no snapshot yet (work_stats refers to works): not looked up.
-    stats_latest = _latest_snapshots(conn, _WORK_STATS, [k for k in work_keys if k in stored_works])
-    masters = _read_masters(conn, works)
-    raw_rounds = [] if reprocess else raw_writer.pending(conn, works)  # reprocess reads them
-
-    # 2. The writes, merged from what was read (nothing here reads or waits).
-    dimensions, work_candidates = _candidates(works)
-    first = {dim: _merge(dim, looked[dim], dimensions[dim], replace_ties=ties)
-             for dim in _DIMENSIONS}  # fmt: skip
-    late = {
-        dim: {k for k, r in first[dim].items() if r.written and not r.inserted}
-        for dim in _DIMENSIONS
-    }
-    author_counts = _author_counts(works)
-    changed = _new_snapshots(_AUTHOR_SNAPSHOTS, author_counts, author_latest)
-    late[_AUTHORS].update(r["key"] for r in changed)
-    # New dimension rows first (works point to them), as merged from no row.
-    new_rows = {dim: {k: r for k, r in first[dim].items() if r.inserted} for dim in first}
-    inserts = {dim: _insert_new(dim, new_rows[dim]) for dim in _DIMENSIONS}
-    writes: list[_Write] = []
-    _write_masters(_collect(writes), masters)
-    merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties, children=children)
-    _write_merged(_collect(writes), _WORKS, merged)
-    _write_children(_collect(writes), merged)
-    stats = _new_snapshots(_WORK_STATS, _work_stats(works), stats_latest)
-    snapshots = _append_snapshots(_collect(writes), _WORK_STATS, stats)
-
-    # Where another writer's new dimension row got there first, the key joins the existing
-    # rows below.
-    new_authors: set[int] = set()
-    for dim in _DIMENSIONS:
-        insert = inserts[dim]
-        added = set() if insert is None else set(conn.execute(*insert).scalars())
-        late[dim].update(set(new_rows[dim]) - added)
-        late[dim].difference_update(added)  # ours until commit: written, nothing to lock
-        if dim is _AUTHORS:
-            new_authors = added
-    for statement, params in writes:
-        conn.execute(statement, params)
-    raw_writer.send(conn, raw_rounds)  # after works: raw_payloads refers to them
-
-    # 3. Last, the existing rows the batch changes: locked (FOR NO KEY UPDATE, in key order)
-    # only from here to commit, so another writer of the same authors waits for this short
-    # tail, not for the whole batch. Merged again where another writer changed one since the
-    # look.
-    for dim in _DIMENSIONS:
-        late_keys = sorted(late[dim])
-        now = _read_stored(conn, dim, late_keys, lock=True)
-        moved = {k: dimensions[dim][k] for k in late_keys if now.get(k) != looked[dim].get(k)}
-        again = _merge(dim, now, moved, replace_ties=ties)
-        _update_locked(conn, dim, {k: again.get(k) or first[dim][k] for k in late_keys}, now)
-    author_keys = new_authors | late[_AUTHORS]
-    rows = [r for r in author_counts if r["key"] in author_keys]
-    # Authors inserted by this transaction have no snapshot yet: not looked up.
-    known = sorted({r["key"] for r in rows} - new_authors)
-    latest = _latest_snapshots(conn, _AUTHOR_SNAPSHOTS, known)
-    _append_snapshots(
-        conn.execute, _AUTHOR_SNAPSHOTS, _new_snapshots(_AUTHOR_SNAPSHOTS, rows, latest)
-    )
-    inserted = sum(1 for row in merged.values() if row.inserted)
-    updated = sum(1 for row in merged.values() if row.written and not row.inserted)
-    return LoadResult(inserted, updated, snapshots)
-
-
-def _candidates(
-    works: Sequence[FlatWork],
-) -> tuple[dict[_Merged, dict[int, list[Candidate]]], dict[int, list[Candidate]]]:
-    """What each work says about its dimension rows and about itself, grouped by key."""
-
     def at(w: FlatWork) -> datetime:
         return w.work.fetched_at
 
@@ -558,24 +453,84 @@ def _candidates(
     )
     work_candidates = _group((w.work.aweme_id, Candidate(at(w), _work_values(w))) for w in works)
     dimensions = {_AUTHORS: authors, _MUSIC: music, _COLLECTIONS: collections, _PLACES: places}
-    return dimensions, work_candidates
+    ties = reprocess
+    author_counts = _author_counts(works)
+
+    # An unlocked look tells which dimension rows this batch changes. A row it leaves alone is
+    # never locked: the merge only moves facts forward, so what does not change the row as
+    # read does not change any later state of it either.
+    looked = {dim: _read_stored(conn, dim, sorted(cands)) for dim, cands in dimensions.items()}
+    first = {
+        dim: _merge(dim, looked[dim], cands, replace_ties=ties) for dim, cands in dimensions.items()
+    }
+    late = {
+        dim: {k for k, r in first[dim].items() if r.written and not r.inserted} for dim in first
+    }
+    # An author with no row has no snapshot (author_snapshots refers to authors): not looked up.
+    # (If another writer adds the author meanwhile, the key goes late below anyway.)
+    unseen = {k for k, r in first[_AUTHORS].items() if r.inserted}
+    changed = _new_snapshots(conn, _AUTHOR_SNAPSHOTS, author_counts, new=unseen)
+    late[_AUTHORS].update(r["key"] for r in changed)
+    _lock(conn, {"works": work_candidates})
+
+    # New dimension rows now (works point to them), as merged from no row. Where another
+    # writer's row got there first, the key joins the existing rows below.
+    new_authors: set[int] = set()
+    for dim in _DIMENSIONS:
+        new = {k: r for k, r in first[dim].items() if r.inserted}
+        added = _insert_new(conn, dim, new)
+        late[dim].update(set(new) - added)
+        late[dim].difference_update(added)  # ours until commit: written, nothing to lock
+        if dim is _AUTHORS:
+            new_authors = added
+
+    _write_masters(conn, works)
+    stored_works = _read_stored(conn, _WORKS, sorted(work_candidates))
+    # A re-flattened children value replaces a stored one of the same fetch time (a tie): the
+    # stored children are read back so that only those that differ are written.
+    children = _read_children(conn, _with_children(stored_works)) if ties else {}
+    merged = _merge(_WORKS, stored_works, work_candidates, replace_ties=ties, children=children)
+    _write_merged(conn, _WORKS, merged)
+    _write_children(conn, merged)
+
+    # A work new to the table has no snapshot yet (work_stats refers to works): not looked up.
+    new_works = {k for k, row in merged.items() if row.inserted}
+    snapshots = _append_snapshots(conn, _WORK_STATS, _work_stats(works), new=new_works)
+    if not reprocess:  # reprocess reads the stored payloads: nothing new to keep
+        raw_writer.store(conn, works)
+
+    # Last, the existing rows the batch changes: locked (FOR NO KEY UPDATE, in key order) only
+    # from here to commit, so another writer of the same authors waits for this short tail,
+    # not for the whole batch. Merged again where another writer changed one since the look.
+    for dim in _DIMENSIONS:
+        keys = sorted(late[dim])
+        now = _read_stored(conn, dim, keys, lock=True)
+        moved = {k: dimensions[dim][k] for k in keys if now.get(k) != looked[dim].get(k)}
+        again = _merge(dim, now, moved, replace_ties=ties)
+        _update_locked(conn, dim, {k: again.get(k) or first[dim][k] for k in keys}, now)
+    author_keys = new_authors | late[_AUTHORS]
+    _append_snapshots(
+        conn,
+        _AUTHOR_SNAPSHOTS,
+        [r for r in author_counts if r["key"] in author_keys],
+        new=new_authors,  # inserted by this transaction: no snapshot yet
+    )
+    inserted = sum(1 for row in merged.values() if row.inserted)
+    updated = sum(1 for row in merged.values() if row.written and not row.inserted)
+    return LoadResult(inserted, updated, snapshots)
 
 
 def _plain(row: Any, spec: MergeSpec) -> Mapping[str, Any]:
     return {c: getattr(row, c) for c in spec.columns}
 
 
-@dataclass(frozen=True)
-class _Masters:
-    """What the batch says about hashtags and categories, and what is stored of them."""
+def _write_masters(conn: Connection, works: Sequence[FlatWork]) -> None:
+    """Hashtag and category names that children rows point to. Insert-only facts: a tag keeps
+    the first id it was seen with; `first_seen_at` is the oldest sighting.
 
-    tags: dict[str, tuple[int | None, datetime]]
-    stored_tags: dict[str, tuple[int | None, datetime]]
-    categories: dict[int, Any]  # category_id -> the batch's CategoryRow
-    stored_names: dict[int, str | None]
-
-
-def _read_masters(conn: Connection, works: Sequence[FlatWork]) -> _Masters:
+    Only rows the batch changes are sent: ON CONFLICT DO UPDATE locks every row it meets until
+    commit, even one its WHERE leaves alone, and popular tags are in every batch. The upserts
+    decide on the rows as they are when they run, so they need no advisory lock."""
     tags: dict[str, tuple[int | None, datetime]] = {}
     for w in works:
         for h in w.hashtags or ():
@@ -583,56 +538,45 @@ def _read_masters(conn: Connection, works: Sequence[FlatWork]) -> _Masters:
             hashtag_id = h.hashtag_id if known is None or known[0] is None else known[0]
             first = w.work.fetched_at if known is None else min(known[1], w.work.fetched_at)
             tags[h.name] = (hashtag_id, first)
-    stored_tags = {}
     if tags:
-        stored_tags = {
+        names = sorted(tags)
+        stored = {
             row.name: (row.hashtag_id, row.first_seen_at)
-            for row in conn.execute(_STORED_TAGS, {"names": sorted(tags)}).all()
+            for row in conn.execute(_STORED_TAGS, {"names": names}).all()
         }
+        new = [n for n in names if n not in stored or _better_tag(tags[n], stored[n])]
+        if new:
+            conn.execute(
+                _HASHTAG_UPSERT,
+                _given(
+                    [
+                        {"name": n, "hashtag_id": tags[n][0], "first_seen_at": tags[n][1]}
+                        for n in new
+                    ]
+                ),
+            )
     categories = {c.category_id: c for w in works for c in w.categories or ()}
-    stored_names = {}
     if categories:
-        stored_names = {
-            r.category_id: r.name
-            for r in conn.execute(_STORED_CATEGORIES, {"keys": sorted(categories)}).all()
+        ids = sorted(categories)
+        names_of = {
+            r.category_id: r.name for r in conn.execute(_STORED_CATEGORIES, {"keys": ids}).all()
         }
-    return _Masters(tags, stored_tags, categories, stored_names)
-
-
-def _write_masters(run: _Run, m: _Masters) -> None:
-    """Hashtag and category names that children rows point to. Insert-only facts: a tag keeps
-    the first id it was seen with; `first_seen_at` is the oldest sighting.
-
-    Only rows the batch changes (as read by `_read_masters`) are sent: ON CONFLICT DO UPDATE
-    locks every row it meets until commit, even one its WHERE leaves alone, and popular tags
-    are in every batch. The upserts decide on the rows as they are when they run (a stored
-    tag or name only gets better, so one read as good enough stays so), so they need no
-    advisory lock."""
-    tags, stored = m.tags, m.stored_tags
-    new = [n for n in sorted(tags) if n not in stored or _better_tag(tags[n], stored[n])]
-    if new:
-        run(
-            _HASHTAG_UPSERT,
-            _given([{"name": n, "hashtag_id": tags[n][0], "first_seen_at": tags[n][1]}
-                    for n in new]),
-        )  # fmt: skip
-    categories, names_of = m.categories, m.stored_names
-    new_ids = [
-        k
-        for k in sorted(categories)
-        if k not in names_of or (categories[k].name is not None
-                                 and categories[k].name != names_of[k])
-    ]  # fmt: skip
-    if new_ids:
-        run(
-            _CATEGORY_UPSERT,
-            _given(
-                [
-                    {"category_id": k, "name": categories[k].name, "level": categories[k].level}
-                    for k in new_ids
-                ]
-            ),
-        )
+        new_ids = [
+            k
+            for k in ids
+            if k not in names_of or (categories[k].name is not None
+                                     and categories[k].name != names_of[k])
+        ]  # fmt: skip
+        if new_ids:
+            conn.execute(
+                _CATEGORY_UPSERT,
+                _given(
+                    [
+                        {"category_id": k, "name": categories[k].name, "level": categories[k].level}
+                        for k in new_ids
+                    ]
+                ),
+            )
 
 
 def _better_tag(new: tuple[int | None, datetime], stored: tuple[int | None, datetime]) -> bool:
@@ -709,7 +653,7 @@ def _read_children(conn: Connection, keys: Sequence[int]) -> dict[int, dict[str,
     }
 
 
-def _write_children(run: _Run, merged: Mapping[int, MergedRow]) -> None:
+def _write_children(conn: Connection, merged: Mapping[int, MergedRow]) -> None:
     """Sync each child table of the works whose children field took a new value."""
     pending: dict[_ChildTable, tuple[list[int], list[dict[str, Any]]]] = {}
     for aweme_id in sorted(merged):
@@ -725,11 +669,11 @@ def _write_children(run: _Run, merged: Mapping[int, MergedRow]) -> None:
                 all_rows.extend(dict(zip(columns, (aweme_id, *r), strict=True)) for r in rows)
     for child in sorted(pending, key=lambda c: c.table.name):
         ids, rows = pending[child]
-        _sync_children(run, child.table, ids, rows, child.columns[0])
+        _sync_children(conn, child.table, ids, rows, child.columns[0])
 
 
 def _sync_children(
-    run: _Run,
+    conn: Connection,
     child: Table,
     aweme_ids: Sequence[int],
     rows: Sequence[Mapping[str, Any]],
@@ -742,7 +686,7 @@ def _sync_children(
     if aweme_ids:
         replaced = set(aweme_ids)
         kept = [r for r in rows if r["aweme_id"] in replaced]
-        run(
+        conn.execute(
             delete,
             {
                 "keys": list(aweme_ids),
@@ -751,7 +695,7 @@ def _sync_children(
             },
         )
     if rows:
-        run(upsert, _given(rows))
+        conn.execute(upsert, _given(rows))
 
 
 @cache
@@ -825,16 +769,18 @@ _AUTHOR_SNAPSHOTS = _Snapshots(table(AuthorSnapshot), "uid")
 
 
 def _new_snapshots(
+    conn: Connection,
     target: _Snapshots,
     rows: Sequence[Mapping[str, Any]],
-    latest: dict[int, Mapping[Any, Any]],
+    new: Iterable[int] = (),
 ) -> list[dict[str, Any]]:
-    """The snapshots to append: per row newer than the latest stored one (`latest`, by key,
-    from `_latest_snapshots`; absent: none) in which some known count differs from it. A count
-    the payload does not carry (NULL) is no change: it neither adds a row nor reads as a
-    drop."""
+    """The snapshots to append: per row newer than the latest stored one in which some known
+    count differs from it. A count the payload does not carry (NULL) is no change: it neither
+    adds a row nor reads as a drop. `new`: keys known to have no stored snapshot."""
+    if not rows:
+        return []
     key, counts = target.key, target.counts
-    latest = dict(latest)
+    latest = _latest_snapshots(conn, target, sorted({r["key"] for r in rows} - set(new)))
     added: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: (r["key"], r["captured_at"])):
         before = latest.get(row["key"])
@@ -856,10 +802,16 @@ def _snapshot_insert(target: _Snapshots) -> Insert:
     return _insert_rows(target.table, columns).on_conflict_do_nothing()
 
 
-def _append_snapshots(run: _Run, target: _Snapshots, added: Sequence[Mapping[str, Any]]) -> int:
-    """Append these snapshots (`_new_snapshots`); returns how many were added."""
+def _append_snapshots(
+    conn: Connection,
+    target: _Snapshots,
+    rows: Sequence[Mapping[str, Any]],
+    new: Iterable[int] = (),
+) -> int:
+    """Append the new snapshots of `rows` (`_new_snapshots`); returns how many were added."""
+    added = _new_snapshots(conn, target, rows, new)
     if added:
-        run(_snapshot_insert(target), _given(added))
+        conn.execute(_snapshot_insert(target), _given(added))
     return len(added)
 
 

@@ -111,52 +111,44 @@ _State = tuple[datetime, bool, datetime | None] | None
 
 @cache
 def _stored_states() -> Any:
+    """What `_worth_sending` needs of the stored payloads of :ids (built once)."""
     keys = sql_cast(bindparam("ids", type_=ARRAY(BigInteger)), ARRAY(BigInteger))
     return select(
         _RAW.c.aweme_id, _RAW.c.fetched_at, _RAW.c.is_complete, _RAW.c.complete_fetched_at
     ).where(_RAW.c.aweme_id == any_(keys))
 
 
-def pending(conn: Connection, works: Sequence[FlatWork]) -> list[list[FlatWork]]:
-    """The works whose payloads are newer, or newer complete ones, than those stored, in rounds
-    to send one after the other (`send`): a key may appear once per statement, so another
-    payload of one work goes a round later."""
+def store(conn: Connection, works: Sequence[FlatWork]) -> None:
+    """Keep the payloads of `works` that are newer, or newer complete ones, than those stored."""
     if not works:
-        return []
+        return
     ids = sorted({w.work.aweme_id for w in works})
     stored: dict[int, _State] = {
         row.aweme_id: (row.fetched_at, row.is_complete, row.complete_fetched_at)
         for row in conn.execute(_stored_states(), {"ids": ids}).all()
     }
-    rounds: list[dict[int, FlatWork]] = []
+    rounds: list[dict[int, dict[str, Any]]] = []
     for w in sorted(works, key=lambda w: (w.work.aweme_id, w.work.fetched_at)):
         state = stored.get(w.work.aweme_id)
         if not _worth_sending(state, w.work.fetched_at, w.complete):
             continue
         stored[w.work.aweme_id] = _after(state, w.work.fetched_at, w.complete)
+        raw = w.raw if isinstance(w.raw, JsonText) else JsonText(json_text(w.raw))
+        row = {
+            "aweme_id": w.work.aweme_id,
+            "fetched_at": w.work.fetched_at,
+            "payload": raw.text,
+            "path": list(raw.path),
+            "is_complete": w.complete,
+        }
+        # A key may appear once per statement: another payload of one work goes a round later.
         free = next((r for r in rounds if w.work.aweme_id not in r), None)
         if free is None:
             free = {}
             rounds.append(free)
-        free[w.work.aweme_id] = w
-    return [[r[k] for k in sorted(r)] for r in rounds]
-
-
-def send(conn: Connection, rounds: Sequence[Sequence[FlatWork]]) -> None:
-    """Upsert the payloads of `pending`'s rounds (each in key order)."""
-    for works in rounds:
-        conn.execute(_upsert(), [_row(w) for w in works])
-
-
-def _row(w: FlatWork) -> dict[str, Any]:
-    raw = w.raw if isinstance(w.raw, JsonText) else JsonText(json_text(w.raw))
-    return {
-        "aweme_id": w.work.aweme_id,
-        "fetched_at": w.work.fetched_at,
-        "payload": raw.text,
-        "path": list(raw.path),
-        "is_complete": w.complete,
-    }
+        free[w.work.aweme_id] = row
+    for batch in rounds:
+        conn.execute(_upsert(), [batch[k] for k in sorted(batch)])
 
 
 def _worth_sending(state: _State, at: datetime, complete: bool) -> bool:
