@@ -13,6 +13,8 @@ took each way is printed.
 - **COPY**: the rows the loader wrote (every table, `raw_payloads` included), extracted from
   that database before timing, `COPY … FROM STDIN` into a fresh database, one transaction per
   batch of 200 works (each dimension row goes with the first batch that refers to it);
+  ours and COPY run batch by batch, alternating which goes first, so both see the same minutes
+  of a shared machine;
 - **naive**: what many scrapers do: per work, a SQLAlchemy ORM `Session`, `session.get` each
   row by key, `add` it or set its attributes, commit. The same rows as COPY. It is slow, so it
   loads only the first `--naive-works` works; works/s are compared.
@@ -31,7 +33,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -199,18 +201,47 @@ def _select(conn: Any, model: type[Any], key: str, keys: Iterable[Any]) -> list[
     return [{attrs[c]: v for c, v in row.items()} for row in found]
 
 
-def load_copy(engine: Engine, rows: Rows) -> float:
-    raw = engine.raw_connection()
+def ours_and_copy(
+    engines: dict[str, Engine],
+    works: Sequence[FlatWork],
+    rows: Rows,
+    batch: int,
+    server_url: str,
+) -> dict[str, tuple[float, float, float]]:
+    """Both arms batch by batch, alternating which goes first, so that both see the same
+    minutes of a shared machine (whole arms one after the other swung the ratio 0.5-1.0 as
+    other jobs came and went). Per arm: (seconds, client CPU s, PostgreSQL CPU s)."""
+    raw = engines[COPY].raw_connection()
     try:
         cur = raw.cursor()
-        start = time.perf_counter()
-        for chunk in rows.copy_text:
-            for name, data in chunk:
+
+        def ours(b: int) -> None:
+            with engines[OURS].begin() as conn:
+                load_works(conn, works[b * batch : (b + 1) * batch])
+
+        def copy(b: int) -> None:
+            for name, data in rows.copy_text[b]:
                 if data:
                     with cur.copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(name))) as c:
                         c.write(data)
             raw.commit()
-        return time.perf_counter() - start
+
+        spent = {"ours": [0.0, 0.0, 0.0], "copy": [0.0, 0.0, 0.0]}
+        arms: list[tuple[str, Callable[[int], None]]] = [("ours", ours), ("copy", copy)]
+        for b in range(len(rows.copy_text)):
+            for name, arm in arms if b % 2 == 0 else arms[::-1]:
+                client, server = time.process_time(), postgres_cpu_s(server_url)
+                start = time.perf_counter()
+                arm(b)
+                elapsed = time.perf_counter() - start
+                client = time.process_time() - client
+                server_after = postgres_cpu_s(server_url)
+                total = spent[name]
+                total[0] += elapsed
+                total[1] += client
+                if server is not None and server_after is not None:
+                    total[2] += server_after - server
+        return {name: (t[0], t[1], t[2]) for name, t in spent.items()}
     finally:
         raw.close()
 
@@ -258,33 +289,29 @@ def run(server_url: str, n: int, batch: int, naive_n: int, repeat: int) -> list[
         expected = count(engines[OURS])
         times: dict[str, list[float]] = {"ours": [], "copy": [], "naive": []}
         cpu: dict[str, list[tuple[float, float]]] = {"ours": [], "copy": [], "naive": []}
-        arms = {
-            "ours": lambda: load_ours(engines[OURS], works, batch),
-            "copy": lambda: load_copy(engines[COPY], rows),
-            "naive": lambda: load_naive(engines[NAIVE], rows),
-        }
-        len_of = {"ours": n, "copy": n, "naive": naive_n}
         with steady_gc():  # the collector settings `ingest` runs with (pipeline.runtime)
             for i in range(repeat):
-                names = list(arms)
-                names = names[i % 3 :] + names[: i % 3]
-                for name in names:
-                    engine = engines[{"ours": OURS, "copy": COPY, "naive": NAIVE}[name]]
+                for engine in (engines[OURS], engines[COPY]):
                     empty(engine)
-                    client, server = time.process_time(), postgres_cpu_s(server_url)
-                    times[name].append(arms[name]())
-                    server_after = postgres_cpu_s(server_url)
-                    spent = server_after - server if server is not None and server_after else 0.0
-                    cpu[name].append((time.process_time() - client, spent))
+                pair = ours_and_copy(engines, works, rows, batch, server_url)
+                for name, (seconds, client_s, server_s) in pair.items():
+                    times[name].append(seconds)
+                    cpu[name].append((client_s, server_s))
+                empty(engines[NAIVE])
+                client, server = time.process_time(), postgres_cpu_s(server_url)
+                times["naive"].append(load_naive(engines[NAIVE], rows))
+                server_after = postgres_cpu_s(server_url)
+                spent = server_after - server if server is not None and server_after else 0.0
+                cpu["naive"].append((time.process_time() - client, spent))
                 if i == 0:  # the work happened: the same rows in every database
                     assert count(engines[OURS]) == expected
                     assert count(engines[COPY]) == expected, (count(engines[COPY]), expected)
-                rate = {name: len_of[name] / times[name][-1] for name in arms}
                 print(
-                    f"run {i + 1}: ours {rate['ours']:,.0f} works/s, COPY {rate['copy']:,.0f} "
-                    f"works/s, naive {rate['naive']:,.0f} works/s; CPU ms/work (client + "
-                    "PostgreSQL): ours "
-                    f"{_per_work(cpu['ours'][-1], n)}, COPY {_per_work(cpu['copy'][-1], n)}",
+                    f"run {i + 1}: ours {n / times['ours'][-1]:,.0f} works/s, COPY "
+                    f"{n / times['copy'][-1]:,.0f} works/s, naive "
+                    f"{naive_n / times['naive'][-1]:,.0f} works/s; CPU ms/work (client + "
+                    f"PostgreSQL): ours {_per_work(cpu['ours'][-1], n)}, COPY "
+                    f"{_per_work(cpu['copy'][-1], n)}",
                     flush=True,
                 )
     finally:
