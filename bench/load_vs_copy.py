@@ -230,7 +230,8 @@ def ours_and_copy(
         arms: list[tuple[str, Callable[[int], None]]] = [("ours", ours), ("copy", copy)]
         for b in range(len(rows.copy_text)):
             for name, arm in arms if b % 2 == 0 else arms[::-1]:
-                client, server = time.process_time(), postgres_cpu_s(server_url)
+                server = postgres_cpu_s(server_url)  # (psutil's CPU is not the arm's)
+                client = time.process_time()
                 start = time.perf_counter()
                 arm(b)
                 elapsed = time.perf_counter() - start
@@ -298,7 +299,8 @@ def run(server_url: str, n: int, batch: int, naive_n: int, repeat: int) -> list[
                     times[name].append(seconds)
                     cpu[name].append((client_s, server_s))
                 empty(engines[NAIVE])
-                client, server = time.process_time(), postgres_cpu_s(server_url)
+                server = postgres_cpu_s(server_url)
+                client = time.process_time()
                 times["naive"].append(load_naive(engines[NAIVE], rows))
                 server_after = postgres_cpu_s(server_url)
                 spent = server_after - server if server is not None and server_after else 0.0
