@@ -147,9 +147,9 @@ class MergeSpec:
                 # `_wins`, inlined (this loop is most of a batch's merge): for a field of the
                 # default rank, (rank, time) compare as the times do.
                 current = values.get(name)
-                if current is not None:
-                    old = times[name]
+                if current is not None:  # (no value yet: the candidate's wins)
                     if name in plain:
+                        old = times[name]
                         if at != old:
                             if at < old:
                                 continue
@@ -157,19 +157,11 @@ class MergeSpec:
                             continue
                     elif not _wins(f, row, value, at, replace_ties):
                         continue
-                    if old != at:
-                        changed.add(name)
-                        row.retimed = True
-                    elif current != value:
-                        changed.add(name)
-                else:
-                    # No value yet: the candidate's wins. Changed unless the time is the
-                    # field's already (it cannot be: a field with no value has no time).
-                    if times.get(name) != at:
-                        changed.add(name)
-                        row.retimed = True
-                    else:
-                        changed.add(name)
+                if times.get(name) != at:
+                    changed.add(name)
+                    row.retimed = True
+                elif current != value:
+                    changed.add(name)
                 values[name] = value
                 times[name] = at
             if at < row.first_seen_at:
