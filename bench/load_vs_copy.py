@@ -1,15 +1,27 @@
 """The loader against its floor and its straw man: `load_works` vs a COPY of the very rows it
 wrote vs a naive per-work ORM load (select-then-insert, commit per work), side by side.
 
-N generated works (`make_aweme_detail`, flattened before timing) go, in transactions of 200:
+N generated works go, in transactions of 200. They are built as `ingest` builds them, before
+timing: each work's body is encoded as the fake upstream serves it (the seed contract's
+envelope, `{"code": 0, "message": "success", "data": {aweme_detail, log_pb, status_code}}`), read
+by the real contract (`SeedContract.classify`: orjson decode, received text) and flattened, the
+received text standing in for the decoded payload (`pipeline.run.outcome_record`); a body that
+holds a float goes the decoded way (`json_text` at load time), as in production. How many works
+took each way is printed.
 
 - **ours**: `pipeline.db.load.load_works` into a fresh database;
 - **COPY**: the rows the loader wrote (every table, `raw_payloads` included), extracted from
   that database before timing, `COPY … FROM STDIN` into a fresh database, one transaction per
   batch of 200 works (each dimension row goes with the first batch that refers to it);
+  ours and COPY run batch by batch, alternating which goes first, so both see the same minutes
+  of a shared machine;
 - **naive**: what many scrapers do: per work, a SQLAlchemy ORM `Session`, `session.get` each
   row by key, `add` it or set its attributes, commit. The same rows as COPY. It is slow, so it
   loads only the first `--naive-works` works; works/s are compared.
+
+Client CPU (this process) and PostgreSQL CPU (the server's processes) per work are printed
+for each timed run: the protocol is synchronous where a result is awaited, so their sum bounds
+the throughput on this machine.
 
     python -m bench.load_vs_copy --works 2000 --repeat 3
 """
@@ -17,10 +29,12 @@ N generated works (`make_aweme_detail`, flattened before timing) go, in transact
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,11 +42,22 @@ from psycopg import sql
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from bench.common import Result, create_database, drop_database, median, pg_server, print_results
+from bench.common import (
+    Result,
+    create_database,
+    drop_database,
+    median,
+    pg_server,
+    postgres_cpu_s,
+    print_results,
+)
 from pipeline.db import models
 from pipeline.db.load import load_works
 from pipeline.flatten import FlatWork, flatten
-from pipeline.testing.payloads import make_aweme_detail, sample_aweme_ids
+from pipeline.rows import JsonText
+from pipeline.runtime import steady_gc
+from pipeline.testing.payloads import make_detail_data, sample_aweme_ids
+from pipeline.upstream.contracts import SeedContract
 
 SEED = 9
 FETCHED_AT = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -81,11 +106,30 @@ class Rows:
     per_work: list[list[tuple[type[Any], dict[str, Any]]]] = field(default_factory=list)
 
 
+def body_of(aweme_id: int) -> bytes:
+    """The body the fake upstream's seed contract serves for this work (its `_json`)."""
+    data = make_detail_data(aweme_id, seed=SEED, sim_t=0.0)
+    envelope = {"code": 0, "message": "success", "data": data}
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def make_works(n: int) -> list[FlatWork]:
-    return [
-        flatten(make_aweme_detail(aweme_id, seed=SEED, sim_t=0.0), FETCHED_AT + timedelta(i))
-        for i, aweme_id in enumerate(sample_aweme_ids(n, seed=SEED))
-    ]
+    """The works `ingest` would hand the loader for these bodies (`outcome_record`)."""
+    contract = SeedContract()
+    works = []
+    for i, aweme_id in enumerate(sample_aweme_ids(n, seed=SEED)):
+        read = contract.classify(200, body_of(aweme_id), {})
+        assert read.detail is not None, read
+        work = flatten(read.detail, FETCHED_AT + timedelta(i))
+        if read.payload is not None:
+            work = replace(work, raw=read.payload)
+        works.append(work)
+    return works
+
+
+def paths(works: Sequence[FlatWork]) -> str:
+    received = sum(1 for w in works if isinstance(w.raw, JsonText))
+    return f"{received:,} as received text, {len(works) - received:,} decoded (a float)"
 
 
 def load_ours(engine: Engine, works: Sequence[FlatWork], batch: int) -> float:
@@ -157,18 +201,48 @@ def _select(conn: Any, model: type[Any], key: str, keys: Iterable[Any]) -> list[
     return [{attrs[c]: v for c, v in row.items()} for row in found]
 
 
-def load_copy(engine: Engine, rows: Rows) -> float:
-    raw = engine.raw_connection()
+def ours_and_copy(
+    engines: dict[str, Engine],
+    works: Sequence[FlatWork],
+    rows: Rows,
+    batch: int,
+    server_url: str,
+) -> dict[str, tuple[float, float, float]]:
+    """Both arms batch by batch, alternating which goes first, so that both see the same
+    minutes of a shared machine (whole arms one after the other swung the ratio 0.5-1.0 as
+    other jobs came and went). Per arm: (seconds, client CPU s, PostgreSQL CPU s)."""
+    raw = engines[COPY].raw_connection()
     try:
         cur = raw.cursor()
-        start = time.perf_counter()
-        for chunk in rows.copy_text:
-            for name, data in chunk:
+
+        def ours(b: int) -> None:
+            with engines[OURS].begin() as conn:
+                load_works(conn, works[b * batch : (b + 1) * batch])
+
+        def copy(b: int) -> None:
+            for name, data in rows.copy_text[b]:
                 if data:
                     with cur.copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(name))) as c:
                         c.write(data)
             raw.commit()
-        return time.perf_counter() - start
+
+        spent = {"ours": [0.0, 0.0, 0.0], "copy": [0.0, 0.0, 0.0]}
+        arms: list[tuple[str, Callable[[int], None]]] = [("ours", ours), ("copy", copy)]
+        for b in range(len(rows.copy_text)):
+            for name, arm in arms if b % 2 == 0 else arms[::-1]:
+                server = postgres_cpu_s(server_url)  # (psutil's CPU is not the arm's)
+                client = time.process_time()
+                start = time.perf_counter()
+                arm(b)
+                elapsed = time.perf_counter() - start
+                client = time.process_time() - client
+                server_after = postgres_cpu_s(server_url)
+                total = spent[name]
+                total[0] += elapsed
+                total[1] += client
+                if server is not None and server_after is not None:
+                    total[2] += server_after - server
+        return {name: (t[0], t[1], t[2]) for name, t in spent.items()}
     finally:
         raw.close()
 
@@ -208,34 +282,40 @@ def count(engine: Engine) -> dict[str, int]:
 def run(server_url: str, n: int, batch: int, naive_n: int, repeat: int) -> list[Result]:
     started = time.perf_counter()
     works = make_works(n)
-    print(f"generated and flattened {n:,} works in {time.perf_counter() - started:.1f} s")
+    print(f"built {n:,} works in {time.perf_counter() - started:.1f} s: {paths(works)}")
     engines = {name: create_database(server_url, name) for name in (OURS, COPY, NAIVE)}
     try:
         load_ours(engines[OURS], works, batch)
         rows = extract(engines[OURS], works, batch, naive_n)
         expected = count(engines[OURS])
         times: dict[str, list[float]] = {"ours": [], "copy": [], "naive": []}
-        arms = {
-            "ours": lambda: load_ours(engines[OURS], works, batch),
-            "copy": lambda: load_copy(engines[COPY], rows),
-            "naive": lambda: load_naive(engines[NAIVE], rows),
-        }
-        for i in range(repeat):
-            names = list(arms)
-            names = names[i % 3 :] + names[: i % 3]
-            for name in names:
-                engine = engines[{"ours": OURS, "copy": COPY, "naive": NAIVE}[name]]
-                empty(engine)
-                times[name].append(arms[name]())
-            if i == 0:  # the work happened: the same rows in every database
-                assert count(engines[OURS]) == expected
-                assert count(engines[COPY]) == expected, (count(engines[COPY]), expected)
-            print(
-                f"run {i + 1}: ours {n / times['ours'][-1]:,.0f} works/s, COPY "
-                f"{n / times['copy'][-1]:,.0f} works/s, naive {naive_n / times['naive'][-1]:,.0f}"
-                " works/s",
-                flush=True,
-            )
+        cpu: dict[str, list[tuple[float, float]]] = {"ours": [], "copy": [], "naive": []}
+        with steady_gc():  # the collector settings `ingest` runs with (pipeline.runtime)
+            for i in range(repeat):
+                for engine in (engines[OURS], engines[COPY]):
+                    empty(engine)
+                pair = ours_and_copy(engines, works, rows, batch, server_url)
+                for name, (seconds, client_s, server_s) in pair.items():
+                    times[name].append(seconds)
+                    cpu[name].append((client_s, server_s))
+                empty(engines[NAIVE])
+                server = postgres_cpu_s(server_url)
+                client = time.process_time()
+                times["naive"].append(load_naive(engines[NAIVE], rows))
+                server_after = postgres_cpu_s(server_url)
+                spent = server_after - server if server is not None and server_after else 0.0
+                cpu["naive"].append((time.process_time() - client, spent))
+                if i == 0:  # the work happened: the same rows in every database
+                    assert count(engines[OURS]) == expected
+                    assert count(engines[COPY]) == expected, (count(engines[COPY]), expected)
+                print(
+                    f"run {i + 1}: ours {n / times['ours'][-1]:,.0f} works/s, COPY "
+                    f"{n / times['copy'][-1]:,.0f} works/s, naive "
+                    f"{naive_n / times['naive'][-1]:,.0f} works/s; CPU ms/work (client + "
+                    f"PostgreSQL): ours {_per_work(cpu['ours'][-1], n)}, COPY "
+                    f"{_per_work(cpu['copy'][-1], n)}",
+                    flush=True,
+                )
     finally:
         for name, engine in engines.items():
             engine.dispose()
@@ -245,7 +325,12 @@ def run(server_url: str, n: int, batch: int, naive_n: int, repeat: int) -> list[
     naive = [naive_n / t for t in times["naive"]]
     vs_copy = median([o / c for o, c in zip(ours, copy, strict=True)])
     vs_naive = median([o / v for o, v in zip(ours, naive, strict=True)])
-    print(f"-> load_works / COPY {vs_copy:.2f}; load_works / naive ORM {vs_naive:.1f}x")
+    print(
+        f"-> load_works / COPY {vs_copy:.2f} (runs: "
+        + ", ".join(f"{o / c:.2f}" for o, c in zip(ours, copy, strict=True))
+        + f"); load_works / naive ORM {vs_naive:.1f}x; load average "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
     return [
         Result(
             "load",
@@ -260,6 +345,10 @@ def run(server_url: str, n: int, batch: int, naive_n: int, repeat: int) -> list[
             f"{median(ours):,.0f} vs {median(naive):,.0f} works/s",
         ),
     ]
+
+
+def _per_work(spent: tuple[float, float], n: int) -> str:
+    return f"{spent[0] / n * 1000:.3f} + {spent[1] / n * 1000:.3f}"
 
 
 def main(argv: list[str] | None = None) -> list[Result]:

@@ -66,7 +66,9 @@ def _upsert() -> Any:
         sql_cast(bindparam("aweme_id", type_=BigInteger), BigInteger),
         sql_cast(bindparam("fetched_at", type_=DateTime(timezone=True)), DateTime(timezone=True)),
         sql_cast(bindparam("payload", type_=Text), JSONB).op("#>", return_type=JSONB)(
-            sql_cast(bindparam("path", type_=ARRAY(Text)), ARRAY(Text))
+            # The path as an array literal in one text: psycopg dumps a list element by
+            # element in Python, for every row (3% of the loader's time for a constant).
+            sql_cast(bindparam("path", type_=Text), ARRAY(Text))
         ),
         sql_cast(bindparam("is_complete", type_=Boolean), Boolean),
         literal(LOADER_VERSION, Integer),
@@ -109,19 +111,23 @@ def _upsert() -> Any:
 _State = tuple[datetime, bool, datetime | None] | None
 
 
+@cache
+def _stored_states() -> Any:
+    """What `_worth_sending` needs of the stored payloads of :ids (built once)."""
+    keys = sql_cast(bindparam("ids", type_=ARRAY(BigInteger)), ARRAY(BigInteger))
+    return select(
+        _RAW.c.aweme_id, _RAW.c.fetched_at, _RAW.c.is_complete, _RAW.c.complete_fetched_at
+    ).where(_RAW.c.aweme_id == any_(keys))
+
+
 def store(conn: Connection, works: Sequence[FlatWork]) -> None:
     """Keep the payloads of `works` that are newer, or newer complete ones, than those stored."""
     if not works:
         return
     ids = sorted({w.work.aweme_id for w in works})
-    keys = sql_cast(bindparam("ids", ids, type_=ARRAY(BigInteger)), ARRAY(BigInteger))
     stored: dict[int, _State] = {
         row.aweme_id: (row.fetched_at, row.is_complete, row.complete_fetched_at)
-        for row in conn.execute(
-            select(
-                _RAW.c.aweme_id, _RAW.c.fetched_at, _RAW.c.is_complete, _RAW.c.complete_fetched_at
-            ).where(_RAW.c.aweme_id == any_(keys))
-        )
+        for row in conn.execute(_stored_states(), {"ids": ids}).all()
     }
     rounds: list[dict[int, dict[str, Any]]] = []
     for w in sorted(works, key=lambda w: (w.work.aweme_id, w.work.fetched_at)):
@@ -134,7 +140,7 @@ def store(conn: Connection, works: Sequence[FlatWork]) -> None:
             "aweme_id": w.work.aweme_id,
             "fetched_at": w.work.fetched_at,
             "payload": raw.data,
-            "path": list(raw.path),
+            "path": _array_literal(raw.path),
             "is_complete": w.complete,
         }
         # A key may appear once per statement: another payload of one work goes a round later.
@@ -145,6 +151,13 @@ def store(conn: Connection, works: Sequence[FlatWork]) -> None:
         free[w.work.aweme_id] = row
     for batch in rounds:
         conn.execute(_upsert(), [batch[k] for k in sorted(batch)])
+
+
+@cache
+def _array_literal(path: tuple[str, ...]) -> str:
+    """`path` as a PostgreSQL text[] literal (every element quoted)."""
+    quoted = ('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in path)
+    return "{" + ",".join(quoted) + "}"
 
 
 def _worth_sending(state: _State, at: datetime, complete: bool) -> bool:
