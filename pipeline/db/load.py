@@ -24,7 +24,6 @@ Rules every writer here follows:
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,30 +32,22 @@ from functools import cache
 from operator import itemgetter
 from typing import Any, cast
 
-import orjson
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Connection,
     Row,
     Select,
     Table,
-    Text,
     any_,
-    bindparam,
-    column,
     exists,
     func,
-    literal,
     select,
     true,
     tuple_,
 )
-from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert
+from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql.dml import ReturningInsert
-from sqlalchemy.types import TypeEngine
 
 from pipeline.db import payloads as raw_writer
 from pipeline.db.merge import Candidate, Field, MergedRow, MergeSpec, scalar_fields
@@ -75,6 +66,13 @@ from pipeline.db.models import (
     WorkImage,
     WorkMention,
     WorkStat,
+)
+from pipeline.db.params import (
+    array_param,
+    ids_param,
+    insert_recordset,
+    recordset,
+    recordset_param,
 )
 from pipeline.rows import FlatWork
 
@@ -218,17 +216,12 @@ def _lock(conn: Connection, keys: Mapping[str, Iterable[int]]) -> None:
         conn.execute(_LOCK_STATEMENT, {"lock_ids": lock_ids})
 
 
-def _array(name: str, item: TypeEngine[Any]) -> Any:
-    """A bound list, cast to an array of the column's type (one parameter for a whole column)."""
-    return sql_cast(bindparam(name, type_=ARRAY(item)), ARRAY(item))
-
-
 def _keys_array() -> Any:
-    return _array("keys", BigInteger())
+    return ids_param("keys")
 
 
 def _lock_statement() -> Select[Any]:
-    x = func.unnest(_array("lock_ids", BigInteger())).column_valued("x")
+    x = func.unnest(array_param("lock_ids", BigInteger())).column_valued("x")
     ordered = select(x.label("x")).order_by(x).subquery()
     return select(func.count(func.pg_advisory_xact_lock(ordered.c.x)))
 
@@ -236,50 +229,6 @@ def _lock_statement() -> Select[Any]:
 _LOCK_STATEMENT = _lock_statement()
 
 
-def _rows(target: Table, columns: Sequence[str]) -> Select[Any]:
-    """SELECT of the rows given as one JSON array of objects (`_given`), typed as the target's
-    columns: `json_to_recordset(:given) AS given(col type, ...)`."""
-    given = (
-        func.json_to_recordset(sql_cast(bindparam("given", type_=Text()), JSON()))
-        .table_valued(*(column(c, target.c[c].type) for c in columns))
-        .render_derived(name="given", with_types=True)
-    )
-    return select(*(_json_null(given.c[c]).label(c) if _is_json(target.c[c]) else given.c[c]
-                    for c in columns))  # fmt: skip
-
-
-def _is_json(col: Any) -> bool:
-    return isinstance(col.type, JSON)
-
-
-def _json_null(value: Any) -> Any:
-    # SQLAlchemy writes a Python None in a JSON column as JSON null (not SQL NULL), and so did
-    # the loader before; json_to_recordset reads a JSON null as SQL NULL: turn it back.
-    return func.coalesce(value, sql_cast(literal("null"), JSONB))
-
-
-def _insert_rows(target: Table, columns: Sequence[str]) -> Insert:
-    return pg_insert(target).from_select(list(columns), _rows(target, columns))
-
-
-def _given(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """The parameter of `_rows`: one text, encoded in C, where arrays would be dumped by
-    psycopg element by element in Python (the loader's largest client cost after the merge)."""
-    try:
-        return {"given": orjson.dumps(rows).decode()}
-    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, which PostgreSQL
-        # must see and refuse (NumericValueOutOfRange: that work alone fails, see batches.py)
-        return {"given": json.dumps(rows, default=_isoformat)}
-
-
-def _isoformat(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-# eq=False: hashed by identity (one instance per table; they key dicts and caches, and a
-# field-wise hash walked the whole MergeSpec on every look-up: ~3% of the loader's time).
 @dataclass(frozen=True, eq=False)
 class _Merged:
     """One merged table: where it lives, its key and how its fields merge."""
@@ -310,7 +259,7 @@ def _stored_query(merged: _Merged, lock: bool) -> Select[Any]:
 @cache
 def _insert_new_statement(merged: _Merged) -> ReturningInsert[Any]:
     t, columns = merged.table, (merged.key, *merged.written_columns)
-    stmt = _insert_rows(t, columns).on_conflict_do_nothing(index_elements=[t.c[merged.key]])
+    stmt = insert_recordset(t, columns).on_conflict_do_nothing(index_elements=[t.c[merged.key]])
     return stmt.returning(t.c[merged.key])
 
 
@@ -320,13 +269,13 @@ def _insert_new(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRow]
     if not rows:
         return set()
     given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in sorted(rows)]
-    return set(conn.execute(_insert_new_statement(merged), _given(given)).scalars())
+    return set(conn.execute(_insert_new_statement(merged), recordset_param(given)).scalars())
 
 
 @cache
 def _merged_upsert(merged: _Merged) -> Insert:
     t, columns = merged.table, merged.written_columns
-    stmt = pg_insert(t).from_select([merged.key, *columns], _rows(t, (merged.key, *columns)))
+    stmt = pg_insert(t).from_select([merged.key, *columns], recordset(t, (merged.key, *columns)))
     return stmt.on_conflict_do_update(
         index_elements=[t.c[merged.key]], set_={c: stmt.excluded[c] for c in columns}
     )
@@ -372,7 +321,7 @@ def _write_merged(conn: Connection, merged: _Merged, rows: Mapping[int, MergedRo
         if spec.columns_changed(rows[k])
     ]
     if changed:
-        conn.execute(_merged_upsert(merged), _given(changed))
+        conn.execute(_merged_upsert(merged), recordset_param(changed))
 
 
 def _update_locked(
@@ -390,10 +339,10 @@ def _update_locked(
     given = [{merged.key: k, **merged.spec.columns_of(rows[k])} for k in changed if k in now]
     if not given:
         return
-    conn.execute(_update_statement(merged, merged.unique), _given(given))
+    conn.execute(_update_statement(merged, merged.unique), recordset_param(given))
     moved = [g for g in given if any(g[c] != now[g[merged.key]]._mapping[c] for c in merged.unique)]
     if moved:
-        conn.execute(_update_statement(merged, ()), _given(moved))
+        conn.execute(_update_statement(merged, ()), recordset_param(moved))
 
 
 @cache
@@ -401,7 +350,7 @@ def _update_statement(merged: _Merged, leave: tuple[str, ...]) -> Any:
     """UPDATE the table's written columns but `leave` from `_given` rows (FROM the rows)."""
     t = merged.table
     columns = [c for c in merged.written_columns if c not in leave]
-    given = _rows(t, (merged.key, *columns)).subquery("given")
+    given = recordset(t, (merged.key, *columns)).subquery("given")
     return (
         t.update()
         .where(t.c[merged.key] == given.c[merged.key])
@@ -550,7 +499,7 @@ def _write_masters(conn: Connection, works: Sequence[FlatWork]) -> None:
         if new:
             conn.execute(
                 _HASHTAG_UPSERT,
-                _given(
+                recordset_param(
                     [
                         {"name": n, "hashtag_id": tags[n][0], "first_seen_at": tags[n][1]}
                         for n in new
@@ -572,7 +521,7 @@ def _write_masters(conn: Connection, works: Sequence[FlatWork]) -> None:
         if new_ids:
             conn.execute(
                 _CATEGORY_UPSERT,
-                _given(
+                recordset_param(
                     [
                         {"category_id": k, "name": categories[k].name, "level": categories[k].level}
                         for k in new_ids
@@ -587,7 +536,7 @@ def _better_tag(new: tuple[int | None, datetime], stored: tuple[int | None, date
 
 
 def _hashtag_upsert() -> Insert:
-    stmt = _insert_rows(table(Hashtag), ("name", "hashtag_id", "first_seen_at"))
+    stmt = insert_recordset(table(Hashtag), ("name", "hashtag_id", "first_seen_at"))
     return stmt.on_conflict_do_update(
         index_elements=[Hashtag.name],
         set_={
@@ -600,7 +549,7 @@ def _hashtag_upsert() -> Insert:
 
 
 def _category_upsert() -> Insert:
-    stmt = _insert_rows(table(Category), ("category_id", "name", "level"))
+    stmt = insert_recordset(table(Category), ("category_id", "name", "level"))
     return stmt.on_conflict_do_update(
         index_elements=[Category.category_id],
         set_={"name": func.coalesce(stmt.excluded.name, Category.name)},
@@ -611,7 +560,7 @@ def _category_upsert() -> Insert:
 _HASHTAG_UPSERT = _hashtag_upsert()
 _CATEGORY_UPSERT = _category_upsert()
 _STORED_TAGS = select(Hashtag.name, Hashtag.hashtag_id, Hashtag.first_seen_at).where(
-    Hashtag.name == any_(_array("names", table(Hashtag).c.name.type))
+    Hashtag.name == any_(array_param("names", table(Hashtag).c.name.type))
 )
 _STORED_CATEGORIES = select(Category.category_id, Category.name).where(
     Category.category_id == any_(_keys_array())
@@ -697,21 +646,24 @@ def _sync_children(
             },
         )
     if rows:
-        conn.execute(upsert, _given(rows))
+        conn.execute(upsert, recordset_param(rows))
 
 
 @cache
 def _children_statements(child: Table, second_key: str) -> tuple[Any, Insert]:
     """(delete the children of :keys not in the kept pairs, upsert the given rows)."""
     keep = (
-        func.unnest(_array("keep_ids", BigInteger()), _array("keep_keys", child.c[second_key].type))
+        func.unnest(
+            array_param("keep_ids", BigInteger()),
+            array_param("keep_keys", child.c[second_key].type),
+        )
         .table_valued("aweme_id", "k")
         .render_derived(name="keep")
     )
     kept = exists().where(keep.c.aweme_id == child.c.aweme_id, keep.c.k == child.c[second_key])
     delete = child.delete().where(child.c.aweme_id == any_(_keys_array()), ~kept)
     other = [c.name for c in child.columns if c.name not in ("aweme_id", second_key)]
-    stmt = _insert_rows(child, [c.name for c in child.columns])
+    stmt = insert_recordset(child, [c.name for c in child.columns])
     upsert = stmt.on_conflict_do_update(
         index_elements=[child.c.aweme_id, child.c[second_key]],
         set_={c: stmt.excluded[c] for c in other},
@@ -801,7 +753,7 @@ def _new_snapshots(
 @cache
 def _snapshot_insert(target: _Snapshots) -> Insert:
     columns = (target.key, "captured_at", *target.counts)
-    return _insert_rows(target.table, columns).on_conflict_do_nothing()
+    return insert_recordset(target.table, columns).on_conflict_do_nothing()
 
 
 def _append_snapshots(
@@ -813,7 +765,7 @@ def _append_snapshots(
     """Append the new snapshots of `rows` (`_new_snapshots`); returns how many were added."""
     added = _new_snapshots(conn, target, rows, new)
     if added:
-        conn.execute(_snapshot_insert(target), _given(added))
+        conn.execute(_snapshot_insert(target), recordset_param(added))
     return len(added)
 
 
