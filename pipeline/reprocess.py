@@ -51,8 +51,6 @@ import psycopg
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
     Connection,
     Engine,
     Select,
@@ -60,7 +58,6 @@ from sqlalchemy import (
     Text,
     Update,
     any_,
-    bindparam,
     cast,
     func,
     select,
@@ -70,6 +67,7 @@ from sqlalchemy import (
 from pipeline.db.engine import make_db_engine
 from pipeline.db.load import load_works, table
 from pipeline.db.models import RawPayload
+from pipeline.db.params import ids_param
 from pipeline.db.payloads import LOADER_VERSION
 from pipeline.db.runs import HEARTBEAT_INTERVAL, beat, finish_run, start_run
 from pipeline.db.tracking import RunStatus
@@ -282,10 +280,9 @@ def merge_batch(
 def _mark_read() -> Update:
     # The ids as one array parameter: an IN list would be 500 parameters to render and send.
     raw: Table = table(RawPayload)
-    ids = bindparam("ids", type_=ARRAY(BigInteger))
     return (
         update(raw)
-        .where(raw.c.aweme_id == any_(ids), raw.c.loader_version != LOADER_VERSION)
+        .where(raw.c.aweme_id == any_(ids_param("ids")), raw.c.loader_version != LOADER_VERSION)
         .values(loader_version=LOADER_VERSION)
     )
 

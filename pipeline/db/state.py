@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import BigInteger, Connection, Table, Text, any_, bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, Table, any_, update
 from sqlalchemy.sql.dml import Update
 
 from pipeline.db.models import Work
@@ -75,19 +74,13 @@ def mark_gone(conn: Connection, works: Sequence[tuple[int, str]], at: datetime) 
     if not works:
         return
     reasons = {aweme_id: canonical_gone_reason(reason) for aweme_id, reason in works}
-    ids = sorted(reasons)
-    gone = (
-        select(
-            func.unnest(bindparam("gone_ids", ids, type_=ARRAY(BigInteger))).label("aweme_id"),
-            func.unnest(
-                bindparam("gone_reasons", [reasons[i] for i in ids], type_=ARRAY(Text))
-            ).label("reason"),
-        )
-    ).subquery()
+    rows = [{"aweme_id": i, "gone_reason": reasons[i]} for i in sorted(reasons)]
+    gone = recordset(_WORKS, ("aweme_id", "gone_reason")).subquery()
     conn.execute(
         update(_WORKS)
         .where(_WORKS.c.aweme_id == gone.c.aweme_id, _WORKS.c.gone_at.is_(None))
-        .values(gone_at=at, gone_reason=gone.c.reason)
+        .values(gone_at=at, gone_reason=gone.c.gone_reason),
+        recordset_param(rows),
     )
 
 
