@@ -292,6 +292,63 @@ def test_deduplicator_memory_is_bounded() -> None:
     assert not dedup.seen(_work(ids[0]))  # long gone: left to the database check
 
 
+class _TwoSets:
+    """The de-duplication `Deduplicator` promises, kept in two plain sets (its former self)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.half = capacity // 2
+        self.recent: set[int | str] = set()
+        self.older: set[int | str] = set()
+
+    def seen(self, key: int | str) -> bool:
+        if key in self.recent or key in self.older:
+            return True
+        if len(self.recent) >= self.half:
+            self.older, self.recent = self.recent, set()
+        self.recent.add(key)
+        return False
+
+
+_KEYS = st.one_of(
+    st.integers(min_value=0, max_value=60),  # small pools: many repeats
+    st.integers(min_value=10**18, max_value=10**18 + 40),
+    st.integers(min_value=2**63 - 3, max_value=2**63 + 3),  # 64-bit edge: kept in the set
+    st.sampled_from(["a", "b", "abC", "abc"]).map(lambda c: f"https://v.douyin.com/{c}/"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    keys=st.lists(_KEYS, max_size=400),
+    capacity=st.integers(min_value=2, max_value=80),
+    buffer=st.integers(min_value=1, max_value=9),
+)
+def test_deduplicator_answers_as_two_sets_do(
+    keys: list[int | str], capacity: int, buffer: int
+) -> None:
+    """Its runs of 8-byte ids, merged as they fill, answer exactly as two sets of keys."""
+    dedup, model = Deduplicator(capacity, buffer=buffer), _TwoSets(capacity)
+    for key in keys:
+        link = _work(key) if isinstance(key, int) else ShareLink(key, None, True)
+        assert dedup.seen(link) == model.seen(key), key
+        assert len(dedup) == len(model.recent) + len(model.older)
+
+
+def test_deduplicator_keeps_a_work_id_in_about_8_bytes() -> None:
+    """Memory per remembered work id: Python's own allocations (tracemalloc), not RSS, so the
+    machine's other jobs cannot move it. A set of ints took ~68 bytes per id."""
+    dedup = Deduplicator(buffer=1_024)  # (the default buffer holds 65,536 ids in a set)
+    tracemalloc.start()
+    try:
+        for n in range(60_000):
+            dedup.seen(_work(VIDEO_ID + 7 * n))
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(dedup) == 60_000
+    assert current / 60_000 < 16, current
+
+
 # --- the streaming reader -----------------------------------------------------------------
 
 
